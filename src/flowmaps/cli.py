@@ -1,0 +1,138 @@
+"""Command line: ``flowmaps train | sample | eval | demo``.
+
+Every user error (config, data, checkpoint, existing output) prints one line ``flowmaps: error: …`` and
+exits with status 2; nothing already on disk is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+from .data.arrays import DataError
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"steps must be integers like 1,2,4, got {text!r}") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"steps must be >= 1, got {text!r}")
+    return steps
+
+
+def cmd_train(args) -> None:
+    from .train import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    train(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {out}")
+
+
+def cmd_sample(args) -> None:
+    from .evaluate import noise, run_sampler
+    from .runs import load_run
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise ConfigError(f"{out}: output must end in .npy or .png")
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out}: exists; pass --force to overwrite")
+    run = load_run(args.run)
+    x0 = noise(run.model, args.n, run.source.shape, args.seed)
+    solver = args.solver or ("euler" if run.model.kind == "velocity" else "map")
+    s = run_sampler(run.model, x0, solver, args.steps, args.seed)
+    if out.suffix == ".npy":
+        from .data.arrays import save_array
+
+        save_array(out, s.x)
+    elif len(run.source.shape) == 1 and run.source.shape[0] == 2:
+        from .plots import scatter_panels
+
+        scatter_panels([(f"{solver}, NFE {s.nfe}", s.x)], out, run.source.bounds)
+    else:
+        from .plots import image_grid
+
+        image_grid(s.x, out)
+    print(f"{args.n} samples, solver {solver}, NFE {s.nfe} -> {out}")
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate, markdown_table, save_rows
+    from .runs import load_run
+
+    run = load_run(args.run)
+    e = run.cfg.eval
+    solvers = tuple(args.solver.split(",")) if args.solver else None
+    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n or e.n, e.seed, solvers, bins=e.bins)
+    save_rows(run.path / "eval", rows)
+    print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
+
+
+def cmd_demo(args) -> None:
+    from .demo import demo
+
+    demo(Path(args.out), fast=args.fast, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a config into a run directory")
+    t.add_argument("config", help="YAML recipe (see configs/)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=500")
+    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples from a run")
+    s.add_argument("run")
+    s.add_argument("--steps", type=int, default=1, help="number of steps (uniform grid)")
+    s.add_argument("--n", type=int, default=10_000)
+    s.add_argument("--solver", help="map | renoise | euler | heun | rk4 | adaptive (default: the model's own)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
+    e.add_argument("run")
+    e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
+    e.add_argument("--n", type=int, help="samples per row (default: the config's eval.n)")
+    e.add_argument("--solver", help="comma-separated solvers (default: by model kind)")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
+    d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    d.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for n in ("n",):
+        if getattr(args, n, None) is not None and getattr(args, n) < 1:
+            print(f"flowmaps: error: --{n} must be >= 1", file=sys.stderr)
+            return 2
+    try:
+        args.func(args)
+    except (ConfigError, CheckpointError, DataError, ValueError) as err:
+        print(f"flowmaps: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""2-D toy distributions, sampled fresh on every call from an optional ``torch.Generator``."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+Sampler = Callable[..., torch.Tensor]
+
+
+def _device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def checker(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform on the 8 cells with ``(ix + iy) % 2 == 0`` of a 4x4 grid of side-0.5 cells on [-1, 1]^2.
+
+    Cell ``k`` in 0..7 has ``iy = k // 2`` and ``ix = 2 (k % 2) + iy % 2``; ``x = -1 + 0.5 (i + u)``, ``u ~ U[0, 1)``.
+    """
+    dev = _device(generator)
+    k = torch.randint(0, 8, (n,), generator=generator, device=dev)
+    iy = k // 2
+    ix = 2 * (k % 2) + iy % 2
+    cell = torch.stack([ix, iy], dim=1).float()
+    u = torch.rand(n, 2, generator=generator, device=dev)
+    return -1.0 + 0.5 * (cell + u)
+
+
+def eight_gaussians(
+    n: int, generator: torch.Generator | None = None, radius: float = 1.0, std: float = 0.1
+) -> torch.Tensor:
+    """Equal mixture of N(r (cos θ_k, sin θ_k), std² I) with θ_k = k π / 4, k = 0..7."""
+    dev = _device(generator)
+    theta = torch.randint(0, 8, (n,), generator=generator, device=dev).float() * (math.pi / 4)
+    centers = radius * torch.stack([theta.cos(), theta.sin()], dim=1)
+    return centers + std * torch.randn(n, 2, generator=generator, device=dev)
+
+
+def moons(n: int, generator: torch.Generator | None = None, noise: float = 0.05) -> torch.Tensor:
+    """Two interleaved half circles, θ ~ U[0, π]: upper (cos θ, sin θ), lower (1 - cos θ, 1/2 - sin θ).
+
+    Mapped by ``(p - (1/2, 1/4)) / 1.5`` onto x ∈ [-1, 1], y ∈ [-1/2, 1/2], then N(0, noise² I) is added.
+    """
+    dev = _device(generator)
+    theta = math.pi * torch.rand(n, generator=generator, device=dev)
+    lower = torch.randint(0, 2, (n,), generator=generator, device=dev).bool()
+    x = torch.where(lower, 1.0 - theta.cos(), theta.cos())
+    y = torch.where(lower, 0.5 - theta.sin(), theta.sin())
+    p = (torch.stack([x, y], dim=1) - torch.tensor([0.5, 0.25], device=dev)) / 1.5
+    return p + noise * torch.randn(n, 2, generator=generator, device=dev)
+
+
+def spirals(
+    n: int, generator: torch.Generator | None = None, turns: float = 1.5, noise: float = 0.03
+) -> torch.Tensor:
+    """Two interleaved spirals ``±(θ / θ_max) (-cos θ, sin θ)`` with θ = θ_max √u, θ_max = 2π turns.
+
+    The radius reaches 1 at θ_max; N(0, noise² I) is added.
+    """
+    dev = _device(generator)
+    theta_max = 2 * math.pi * turns
+    theta = theta_max * torch.rand(n, generator=generator, device=dev).sqrt()
+    sign = 2.0 * torch.randint(0, 2, (n, 1), generator=generator, device=dev).float() - 1.0
+    p = sign * (theta / theta_max).unsqueeze(1) * torch.stack([-theta.cos(), theta.sin()], dim=1)
+    return p + noise * torch.randn(n, 2, generator=generator, device=dev)
+
+
+TOY: dict[str, Sampler] = {
+    "checker": checker,
+    "8gaussians": eight_gaussians,
+    "moons": moons,
+    "spirals": spirals,
+}
+
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "checker": (-1.0, 1.0),
+    "8gaussians": (-1.5, 1.5),
+    "moons": (-1.25, 1.25),
+    "spirals": (-1.25, 1.25),
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in TOY:
+        raise ValueError(f"unknown toy set {name!r}; valid names: {', '.join(sorted(TOY))}")
+
+
+def sample_toy(name: str, n: int, generator: torch.Generator | None = None, **kw: float) -> torch.Tensor:
+    """Draw ``n`` fresh float32 samples of shape (n, 2) from toy set ``name`` (``kw`` go to its sampler)."""
+    _check_name(name)
+    return TOY[name](n, generator, **kw).float()
+
+
+def toy_bounds(name: str) -> tuple[float, float]:
+    """Square range ``(lo, hi)`` covering the support of ``name`` at default parameters, for plots and histograms."""
+    _check_name(name)
+    return _BOUNDS[name]

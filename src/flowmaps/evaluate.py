@@ -1,0 +1,70 @@
+"""Sample a model at several step counts and measure the samples against the target distribution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .checkpoint import atomic_write
+from .metrics import energy_distance, kl_histogram, wasserstein2
+from .models import FlowMap
+from .sampling import Samples, sample, uniform_grid
+
+DEFAULT_SOLVERS = {"velocity": ("euler", "heun"), "flowmap": ("map",), "endpoint": ("map", "renoise")}
+
+
+def noise(model: FlowMap, n: int, shape: tuple[int, ...], seed: int) -> Tensor:
+    """``x0 ~ N(0, σ0² I)`` from its own generator, so every model and step count sees the same noise."""
+    g = torch.Generator().manual_seed(seed)
+    return model.sigma0 * torch.randn(n, *shape, generator=g)
+
+
+def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: int = 50) -> dict[str, float]:
+    """KL(target ‖ model) on the histogram grid (2-D data with known bounds), W2 and energy distance."""
+    out = {"w2": wasserstein2(ref, x), "energy": energy_distance(ref, x)}
+    if x.dim() == 2 and x.shape[1] == 2 and bounds is not None:
+        out = {"kl": kl_histogram(ref, x, bins=bins, bounds=bounds), **out}
+    return out
+
+
+def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed: int = 0) -> Samples:
+    """``steps`` uniform steps of ``solver`` (``adaptive``: steps is ignored); fixed seed for re-noising."""
+    torch.manual_seed(seed)
+    return sample(model, x0, uniform_grid(steps or 1), solver=solver)
+
+
+def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,
+             adaptive: bool | None = None, bins: int = 50) -> list[dict]:
+    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``."""
+    ref = source.reference(n, seed=seed + 1)
+    x0 = noise(model, n, source.shape, seed)
+    rows = []
+    for solver in solvers or DEFAULT_SOLVERS[model.kind]:
+        for k in steps:
+            s = run_sampler(model, x0, solver, k, seed)
+            rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins)})
+    if adaptive if adaptive is not None else model.kind == "velocity":
+        s = run_sampler(model, x0, "adaptive", None)
+        rows.append({"solver": "adaptive", "steps": None, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins)})
+    return rows
+
+
+def markdown_table(rows: list[dict], title: str | None = None) -> str:
+    """Rows as a Markdown table; floats with 4 significant digits."""
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = lambda v: "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def save_rows(path: str | Path, rows: list[dict]) -> None:
+    """``path.json`` and ``path.md`` side by side, written atomically."""
+    path = Path(path)
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    atomic_write(path.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown_table(rows)))
