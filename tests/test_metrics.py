@@ -64,7 +64,7 @@ def test_w2_in_1d_is_the_sorted_matching():
 def test_w2_uses_only_the_first_max_n_samples():
     x = torch.randn(300, 2, generator=_gen(0), dtype=torch.float64)
     y = torch.cat([x[:100], x[100:] + 10.0])
-    assert wasserstein2(x, y, max_n=100) < 1e-9
+    assert wasserstein2(x, y, max_n=100) < 1e-6
 
 
 def test_energy_distance_zero_on_itself_positive_otherwise():

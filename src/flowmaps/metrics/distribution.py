@@ -24,13 +24,14 @@ def kl_histogram(
     bounds: tuple[float, float] = (-1.0, 1.0),
     eps: float = 1e-10,
 ) -> float:
-    """KL(target || model) = Σ_b p_b log(p_b / (q_b + eps)) over the bins with p_b > 0.
+    """KL(target || model) = Σ_b p_b log(p_b / max(q_b, eps)) over the bins with p_b > 0.
 
     p and q are 2-D histograms on a bins x bins grid over bounds², each divided by its TOTAL
     sample count, so samples outside the bounds lower the in-range mass (spilling is penalised).
+    Empty model bins are floored at eps (large but finite); KL(x || x) is exactly 0.
     """
     p = _histogram2d(target, bins, bounds, "target")
-    q = _histogram2d(model, bins, bounds, "model") + eps
+    q = _histogram2d(model, bins, bounds, "model").clamp_min(eps)
     mask = p > 0
     return float((p[mask] * (p[mask] / q[mask]).log()).sum())
 
