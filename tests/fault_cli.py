@@ -1,7 +1,7 @@
 """``python tests/fault_cli.py ARGS``: the ``flowmaps`` command line with two test-only objectives registered.
 
 - ``nan_fm``: flow matching whose loss (``nan_at``) or gradient alone (``nan_grad_at``) is made non-finite
-  at the given 1-based steps, to drive the non-finite guard exactly;
+  at the given 1-based steps, to drive the non-finite guard exactly, and whose loss is multiplied by ``scale``;
 - ``critic_fm``: flow matching weighted by a small critic that trains itself with its own Adam inside
   ``loss`` (as an adversarial objective does), so a resume is exact only if the objective's ``state_dict``
   and ``train_state`` (the critic optimizer) and the RNG it draws from are all restored.
@@ -22,9 +22,11 @@ class NanFM(FM):
     class Config(FM.Config):
         nan_at: list[int] = []
         nan_grad_at: list[int] = []
+        scale: float = 1.0
 
     def loss(self, model, batch, step):
         loss, logs = super().loss(model, batch, step)
+        loss = self.opts.scale * loss
         if step + 1 in self.opts.nan_at:
             loss = loss * float("nan")
         if step + 1 in self.opts.nan_grad_at:  # value + 0, gradient 0 · d sqrt(|0|) = NaN

@@ -217,6 +217,18 @@ def test_nonfinite_gradient_skip_counts_logs_and_leaves_weights_untouched(tmp_pa
     assert state_diff(a["optim"], b["optim"]) == []
 
 
+def test_nonfinite_weights_are_never_checkpointed(tmp_path, tiny_cfg):
+    """Finite loss and gradient, but a step that overflows the weights (RAdam's first, unnormalized steps with
+    gradients ~1e15 and lr 1e25): training stops before the checkpoint."""
+    run = tmp_path / "run"
+    r = cli("train", tiny_cfg, "--out", run, "--quiet", "objective.method=nan_fm", "objective.scale=1e15",
+            "train.lr=1e25", "train.optimizer=radam", "train.grad_clip=null", "train.warmup=0",
+            "train.schedule=constant", "train.steps=3", "train.ckpt_every=1", fault=True)
+    assert r.returncode == 3
+    assert error_line(r) == "flowmaps: error: non-finite weights after step 1; no checkpoint was written yet"
+    assert not (run / "checkpoint.safetensors").exists()
+
+
 # ----- loads never unpickle ---------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 TMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0o022)
@@ -136,9 +136,9 @@ def load_state(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        tensors = load_file(str(path), device="cpu")
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # one handle: one version of the file
             meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         reason = " ".join(str(err).split())
         raise CheckpointError(f"{path}: refused: {_sniff(path)} ({reason})") from None
