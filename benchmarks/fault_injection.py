@@ -6,8 +6,9 @@
 One function per target (``kill_training``; pair generation gets its own, see the marked place below).
 For training, an uninterrupted reference run is trained once; then fresh runs of the same command
 (``flowmaps train CFG --out RUN --resume``) are killed with SIGKILL, up to ``--per-run`` times each, and
-finished by the same command: a quarter of the kills at a random instant of startup (import, validation,
-restore), the rest at a random instant of the remaining training steps, once the process has begun them.
+finished by the same command: a fifth of the kills at a random instant of startup (import, validation,
+restore), a fifth the moment a checkpoint's temporary file appears (inside the atomic write), the rest at a
+random instant of the remaining training steps, once the process has begun them.
 After every kill the run directory must hold a loadable checkpoint (once one was written); at the end every
 run must equal the reference bit for bit (model, EMA, optimizer, objective state, RNG states, step counters)
 and its metrics.csv must equal the reference's (all columns but elapsed_s). It reports runs, kills, resumes,
@@ -58,12 +59,16 @@ def _train_time(run: Path) -> float:
         return float(list(csv.DictReader(f))[-1]["elapsed_s"])
 
 
-def _kill_at(proc: subprocess.Popen, started, delay: float) -> None:
+def _kill_at(proc: subprocess.Popen, started, delay: float, poll: float = 0.005) -> None:
     """SIGKILL ``proc`` ``delay`` seconds after ``started()`` first holds (unless it ends first)."""
     while not started():
         if proc.poll() is not None:
             return
-        time.sleep(0.005)
+        time.sleep(poll)
+    if delay <= 0:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -72,7 +77,8 @@ def _kill_at(proc: subprocess.Popen, started, delay: float) -> None:
 
 
 def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | None = None,
-                  config: Path = CONFIG, overrides: list[str] | None = None, startup_share: float = 0.25) -> dict:
+                  config: Path = CONFIG, overrides: list[str] | None = None, startup_share: float = 0.2,
+                  write_share: float = 0.2) -> dict:
     """Kill ``flowmaps train`` ``kills`` times at random instants over fresh runs; count mismatches with a reference."""
     rng = random.Random(seed)
     work = Path(work or tempfile.mkdtemp(prefix="fault_training_"))
@@ -85,10 +91,14 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
     ref = work / "reference"
     shutil.rmtree(ref, ignore_errors=True)
     t0 = time.perf_counter()
-    subprocess.run(command(ref), env=_env(), check=True, capture_output=True)
+    proc = subprocess.Popen(command(ref), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not (ref / "metrics.csv").exists() and proc.poll() is None:
+        time.sleep(0.005)
+    startup_s = time.perf_counter() - t0  # until the first training step was logged
+    if proc.wait() != 0:
+        raise RuntimeError(f"reference run failed: {proc.stderr.read().decode()[-500:]}")
     wall = time.perf_counter() - t0
     train_s = _train_time(ref)
-    startup_s = max(wall - train_s, 0.1)
     reference, ref_rows = load_state(ref / CKPT), _metrics(ref)
     steps = int(reference["step"])
 
@@ -115,8 +125,11 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
                     report["mismatch_details"].append(f"{run.name}: exit {proc.returncode}: {err.decode()[-300:]}")
                 break
             metrics = run / "metrics.csv"
-            if rng.random() < startup_share:  # during startup: imports, validation, restore, lock
+            phase = rng.random()
+            if phase < startup_share:  # during startup: imports, validation, restore, lock
                 _kill_at(proc, lambda: True, rng.uniform(0, startup_s))
+            elif phase < startup_share + write_share:  # the moment a checkpoint's temporary file exists
+                _kill_at(proc, lambda: any(run.glob(f".{CKPT}.*.tmp")) if run.exists() else False, 0.0, poll=0.0005)
             else:  # during training: once this process touched metrics.csv, within the remaining steps
                 started = lambda: metrics.exists() and metrics.stat().st_mtime >= launched  # noqa: E731
                 _kill_at(proc, started, rng.uniform(0, train_s * (1 - done / steps)))

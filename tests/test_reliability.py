@@ -16,6 +16,7 @@ import os
 import pickle
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,13 +61,18 @@ def cli(*args, fault: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(_cmd(args, fault), env=ENV, capture_output=True, text=True, timeout=300)
 
 
-def forked_cli(*args) -> subprocess.CompletedProcess:
-    """``flowmaps ARGS`` in a forked child: ``flowmaps.cli.main(argv)``, its stderr and its exit status."""
+def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedProcess:
+    """``flowmaps ARGS`` in a forked child: ``flowmaps.cli.main(argv)``, its stderr and its exit status.
+
+    ``max_file_size`` (bytes): the child cannot grow a file beyond it, as on a full disk (RLIMIT_FSIZE).
+    """
     with tempfile.TemporaryFile(mode="w+") as err:
         pid = os.fork()
         if pid == 0:  # child: the console entry point, then exit without running the parent's cleanup
             code = 1
             try:
+                if max_file_size is not None:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
                 os.dup2(err.fileno(), 2)
                 sys.stderr = os.fdopen(2, "w", closefd=False)
                 code = flowmaps.cli.main([str(a) for a in args])
@@ -184,6 +190,21 @@ def test_resume_of_a_finished_run_changes_nothing(fm_run, tiny_cfg):
     assert "from step 30" in r.stderr and snapshot(fm_run) == before
 
 
+def test_full_disk_one_line_previous_files_kept_then_same_command_finishes(tmp_path, tiny_cfg, fm_run):
+    """A checkpoint write that fails (file size limit, as on a full disk) exits 1 with one line, leaves no
+    temporary file; the same command, once there is room, finishes the run exactly as an undisturbed one."""
+    run = tmp_path / "run"
+    args = ("train", tiny_cfg, "--out", run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
+    r = forked_cli(*args, max_file_size=20_000)
+    assert r.returncode == 1
+    assert re.fullmatch(rf"flowmaps: error: {re.escape(str(run / 'checkpoint.safetensors'))}: write failed "
+                        r"\(.*File too large.*\); nothing was written", error_line(r))
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "metrics.csv", "tb"]
+    r = forked_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert state_diff(load_state(fm_run / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")) == []
+
+
 # ----- non-finite loss and gradients ------------------------------------------------------------------------
 
 
@@ -263,7 +284,8 @@ def test_files_with_code_are_refused_and_never_run(case, tmp_path, fm_run, tiny_
         expect = "torch.save format"
     else:
         np.save(tmp_path / "d.npy", np.array([[Payload(marker), 1.0]], dtype=object), allow_pickle=True)
-        r = forked_cli("train", tiny_cfg, "--out", tmp_path / "new", "data.kind=array", f"data.path={tmp_path / 'd.npy'}")
+        data = f"data.path={tmp_path / 'd.npy'}"
+        r = forked_cli("train", tiny_cfg, "--out", tmp_path / "new", "data.kind=array", data)
         expect = "unreadable or corrupt .npy"
     assert r.returncode == 2 and expect in error_line(r)
     assert not marker.exists()
@@ -318,26 +340,37 @@ def _write_bad_inputs(d: Path, fm_run: Path, tiny_cfg: Path) -> dict[str, Path]:
     return {"other": other}
 
 
+NEW = ["train", "{cfg}", "--out", "{d}/new"]  # a new run of the tiny config
+RUN = ["train", "{cfg}", "--out", "{run}", "train.steps=30", "train.ckpt_every=10"]  # the existing run's command
+ARRAY = NEW + ["data.kind=array"]
 BAD_INPUTS = {
-    # name: (arguments after the command, expected part of the one-line error)
-    "unknown config key": (["train", "{d}/typo.yaml", "--out", "{d}/new"], r"train\.ckpt_evry: Extra inputs are not permitted"),
-    "unknown override key": (["train", "{cfg}", "--out", "{d}/new", "model.widht=3"], r"model\.widht: Extra inputs"),
-    "unknown method": (["train", "{cfg}", "--out", "{d}/new", "objective.method=nope"], r"unknown objective method 'nope'"),
-    "unknown objective option": (["train", "{cfg}", "--out", "{d}/new", "objective.coupling=magic"], r"coupling"),
-    "steps < 1": (["train", "{cfg}", "--out", "{d}/new", "train.steps=0"], r"train\.steps: Input should be greater than or equal to 1"),
-    "wrong type": (["train", "{cfg}", "--out", "{d}/new", "train.lr=fast"], r"train\.lr: Input should be a valid number"),
-    "times outside [0, 1]": (["sample", "{run}", "--grid", "0,0.5,1.5", "--out", "{d}/s.npy"], r"times must lie in \[0, 1\]"),
-    "grid not increasing": (["sample", "{run}", "--grid", "0,0.6,0.4,1", "--out", "{d}/s.npy"], r"strictly increasing"),
-    "sample steps < 1": (["sample", "{run}", "--steps", "0", "--out", "{d}/s.npy"], r"--steps: expected an integer >= 1"),
+    # name: (command line, expected part of the one-line error)
+    "unknown config key": (["train", "{d}/typo.yaml", "--out", "{d}/new"],
+                           r"train\.ckpt_evry: Extra inputs are not permitted"),
+    "unknown override key": (NEW + ["model.widht=3"], r"model\.widht: Extra inputs"),
+    "unknown method": (NEW + ["objective.method=nope"], r"unknown objective method 'nope'"),
+    "unknown objective option": (NEW + ["objective.coupling=magic"], r"coupling"),
+    "steps < 1": (NEW + ["train.steps=0"], r"train\.steps: Input should be greater than or equal to 1"),
+    "wrong type": (NEW + ["train.lr=fast"], r"train\.lr: Input should be a valid number"),
+    "times outside [0, 1]": (["sample", "{run}", "--grid", "0,0.5,1.5", "--out", "{d}/s.npy"],
+                             r"times must lie in \[0, 1\]"),
+    "grid not increasing": (["sample", "{run}", "--grid", "0,0.6,0.4,1", "--out", "{d}/s.npy"],
+                            r"strictly increasing"),
+    "sample steps < 1": (["sample", "{run}", "--steps", "0", "--out", "{d}/s.npy"],
+                         r"--steps: expected an integer >= 1"),
     "eval steps < 1": (["eval", "{run}", "--steps", "0,2"], r"steps must be >= 1"),
-    "data with NaN": (["train", "{cfg}", "--out", "{d}/new", "data.kind=array", "data.path={d}/nan.npy"], r"nan\.npy: 1 non-finite"),
-    "empty data": (["train", "{cfg}", "--out", "{d}/new", "data.kind=array", "data.path={d}/empty.npy"], r"empty\.npy: empty array"),
-    "data of the wrong shape": (["train", "{cfg}", "--out", "{d}/new", "data.kind=array", "data.path={d}/flat.npy"], r"expected \(N, \*dims\)"),
-    "model for another shape": (["train", "{cfg}", "--out", "{d}/new", "model.net=unet"], r"model\.net=unet needs image data of shape \(C, H, W\); the data has shape \(2,\)"),
-    "checkpoint from another config": (["train", "{cfg}", "--out", "{other}", "--resume", "train.steps=30", "train.ckpt_every=10"], r"written by another config \(model\.width: 16 != 32\)"),
-    "checkpoint from another config (sample)": (["sample", "{other}", "--out", "{d}/s.npy"], r"written by another config"),
-    "run directory exists": (["train", "{cfg}", "--out", "{run}", "train.steps=30", "train.ckpt_every=10"], r"run directory exists; pass --resume"),
-    "resume with another config": (["train", "{cfg}", "--out", "{run}", "--resume", "train.steps=31", "train.ckpt_every=10"], r"config differs .*train\.steps: 30 != 31"),
+    "data with NaN": (ARRAY + ["data.path={d}/nan.npy"], r"nan\.npy: 1 non-finite"),
+    "empty data": (ARRAY + ["data.path={d}/empty.npy"], r"empty\.npy: empty array"),
+    "data of the wrong shape": (ARRAY + ["data.path={d}/flat.npy"], r"expected \(N, \*dims\)"),
+    "model for another shape": (NEW + ["model.net=unet"],
+                                r"model\.net=unet needs image data of shape \(C, H, W\); the data has shape \(2,\)"),
+    "checkpoint from another config": (["train", "{cfg}", "--out", "{other}", "--resume", "train.steps=30",
+                                        "train.ckpt_every=10"],
+                                       r"written by another config \(model\.width: 16 != 32\)"),
+    "checkpoint from another config (sample)": (["sample", "{other}", "--out", "{d}/s.npy"],
+                                                r"written by another config"),
+    "run directory exists": (RUN, r"run directory exists; pass --resume"),
+    "resume with another config": (RUN + ["--resume", "train.steps=31"], r"config differs .*train\.steps: 30 != 31"),
     "directory that is not a run": (["train", "{cfg}", "--out", "{d}/foreign"], r"exists and is not a flowmaps run"),
     "sample output exists": (["sample", "{run}", "--out", "{d}/exists.npy"], r"exists; pass --force"),
 }

@@ -77,7 +77,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as err:  # safetensors reports I/O failures (disk full) as its own error
+            raise OSError(str(err)) from None
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make checkpoints private
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -87,6 +90,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as err:
+        reason = err.strerror or " ".join(str(err).split())
+        kept = "the previous version is kept" if path.exists() else "nothing was written"
+        message = f"{path}: write failed ({reason}); {kept}"
+        raise (OSError(err.errno, message) if err.errno else OSError(message)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -157,8 +165,9 @@ def state_diff(a: Any, b: Any, where: str = "") -> list[str]:
     """The paths at which two loaded states differ, bit for bit (tensors: dtype, shape and every element)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
-                and a.shape == b.shape and bool((a.reshape(-1).view(torch.uint8) == b.reshape(-1).view(torch.uint8)).all()
-                                                if a.numel() else True))
+                and a.shape == b.shape)
+        if same and a.numel():
+            same = bool((a.reshape(-1).view(torch.uint8) == b.reshape(-1).view(torch.uint8)).all())
         return [] if same else [where or "/"]
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{where}/{k}" for k in a.keys() ^ b.keys()]

@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"flowmaps: error: {err}", file=sys.stderr)
         return 3
-    except OSError as err:
-        print(f"flowmaps: error: {err}", file=sys.stderr)
+    except OSError as err:  # disk full, read-only, permissions
+        reason = err.strerror or str(err)
+        print(f"flowmaps: error: {f'{err.filename}: ' if err.filename else ''}{reason}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)

@@ -3,8 +3,9 @@
 Determinism: all randomness (data draws, noise, times) comes from the global torch RNGs (CPU, and CUDA on
 a GPU) seeded by ``cfg.seed``; their states are checkpointed with the model, EMA, optimizer and the
 objective's own state, so a run killed at any instant and resumed reproduces an uninterrupted run bit for
-bit on the CPU (see docs/guarantees.md for what holds on a GPU). Multi-process runs (``torchrun``) average gradients with an explicit all-reduce
-instead of wrapping the model in DistributedDataParallel, because ``torch.func.jvp`` does not pass through it.
+bit on the CPU (see docs/guarantees.md for what holds on a GPU). Multi-process runs (``torchrun``) average
+gradients with an explicit all-reduce instead of wrapping the model in DistributedDataParallel, because
+``torch.func.jvp`` does not pass through it.
 """
 
 from __future__ import annotations
@@ -179,8 +180,9 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
             raise ConfigError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --out")
         diff = config_diff(load_config(saved), cfg)
         if diff:
-            raise ConfigError(f"{run_dir}: the config differs from the run's saved {CONFIG_FILE} ({'; '.join(diff[:3])}"
-                              f"{'; ...' if len(diff) > 3 else ''}); resume with the same config or choose another --out")
+            more = "; ..." if len(diff) > 3 else ""
+            raise ConfigError(f"{run_dir}: the config differs from the run's saved {CONFIG_FILE} "
+                              f"({'; '.join(diff[:3])}{more}); resume with the same config or choose another --out")
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: exists and is not a directory; choose another --out")
@@ -278,15 +280,16 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     lock = open_run_dir(cfg, run_dir, resume) if rank == 0 else None
     try:
         if step < tc.steps:
-            step, skipped = _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped,
-                                  stop_after, progress, rank)
+            _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress, rank)
     finally:
         if lock is not None:
             lock.close()
     return run_dir
 
 
-def _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress, rank):
+def _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress,
+          rank) -> None:
+    """Steps ``step + 1 …`` until ``train.steps`` (or ``stop_after`` more), logging and checkpointing."""
     tc = cfg.train
     ckpt = run_dir / CHECKPOINT_FILE
     if tc.compile:
@@ -344,7 +347,6 @@ def _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skippe
     finally:
         bar.close()
         log.close()
-    return step, skipped
 
 
 def _plain(state: dict) -> dict:
