@@ -205,6 +205,21 @@ def test_full_disk_one_line_previous_files_kept_then_same_command_finishes(tmp_p
     assert state_diff(load_state(fm_run / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")) == []
 
 
+def test_a_run_directory_in_use_is_refused(tmp_path, fm_run, tiny_cfg):
+    """While one process holds the run directory, a second one on the same --out stops with one line."""
+    run = tmp_path / "run"
+    shutil.copytree(fm_run, run)
+    before = snapshot(run)
+    lock = flowmaps.train._lock(run)
+    try:
+        r = forked_cli("train", tiny_cfg, "--out", run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
+    finally:
+        lock.close()
+    assert r.returncode == 2
+    assert error_line(r) == f"flowmaps: error: {run}: another process is training into this run directory"
+    assert snapshot(run) == before
+
+
 # ----- non-finite loss and gradients ------------------------------------------------------------------------
 
 

@@ -273,11 +273,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         state = _restore(ckpt, cfg, model, ema, opt, objective)
         step, skipped = int(state["step"]), int(state["skipped"])
         _set_rng_states(state, tc.device, rank)
-        if rank == 0:
-            print(f"flowmaps: resuming {run_dir} from step {step}", file=sys.stderr)
     else:
         torch.manual_seed(cfg.seed + rank)
     lock = open_run_dir(cfg, run_dir, resume) if rank == 0 else None
+    if rank == 0 and step:
+        print(f"flowmaps: resuming {run_dir} from step {step}", file=sys.stderr)
     try:
         if step < tc.steps:
             _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress, rank)
