@@ -15,8 +15,8 @@ and its metrics.csv must equal the reference's (all columns but elapsed_s). It r
 where the kills landed (startup, training, inside a checkpoint write) and mismatches, which must be 0;
 the exit status is 1 otherwise.
 
-Budget: about 3 minutes of wall time on 2 shared CPU cores for the default 20 kills (each launch pays the
-~2-4 s import of torch); CPU only, one thread per process.
+Budget: the default 20 kills took 4.4 minutes of wall time (2 minutes of CPU) on 2 shared CPU cores; each
+launch pays the ~2-4 s import of torch. CPU only, one thread per process.
 """
 
 from __future__ import annotations
