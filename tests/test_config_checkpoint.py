@@ -60,7 +60,10 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path):
         load_state(tmp_path / "none.safetensors")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x80\x04not a safetensors file")
-    with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
+    with pytest.raises(CheckpointError, match="it is a Python pickle"):
+        load_state(junk)
+    junk.write_bytes(b"plain text, not a checkpoint")
+    with pytest.raises(CheckpointError, match="safetensors"):
         load_state(junk)
     from safetensors.torch import save_file
 

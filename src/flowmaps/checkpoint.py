@@ -1,25 +1,31 @@
 """Checkpoints as one safetensors file: nested state (model, EMA, optimizer, RNG, step) without pickle.
 
 Tensors are stored as safetensors entries; everything else (ints, floats, strings, dict keys of any
-JSON-able type, tuples) goes into a JSON skeleton in the file's metadata. Loading executes no code.
-Writes are atomic: a temporary file in the same folder, fsync, then rename.
+JSON-able type, tuples) goes into a JSON skeleton in the file's metadata, next to a SHA-256 of the tensor
+bytes. Loading executes no code and verifies the checksum. Writes are atomic (:func:`atomic_write`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or does not fit the run."""
+    """A checkpoint that is missing, corrupt, unsafe, or does not fit the run."""
 
 
 def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
@@ -49,14 +55,33 @@ def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return node
 
 
-def atomic_write(path: str | Path, write: callable) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename onto ``path``: readers see the old or the new file only."""
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and raw bytes of ``tensors`` (in name order)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, fsync it, rename it onto ``path``, fsync the folder.
+
+    Readers (and a process killed at any instant) see the old file or the new one, never a mix; a kill
+    leaves at most a ``.NAME.*.tmp`` file behind, which :func:`remove_stale_temp` clears.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as err:  # safetensors reports I/O failures (disk full) as its own error
+            raise OSError(str(err)) from None
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make checkpoints private
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,31 +90,100 @@ def atomic_write(path: str | Path, write: callable) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as err:
+        reason = err.strerror or " ".join(str(err).split())
+        kept = "the previous version is kept" if path.exists() else "nothing was written"
+        message = f"{path}: write failed ({reason}); {kept}"
+        raise (OSError(err.errno, message) if err.errno else OSError(message)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is a leftover of an interrupted :func:`atomic_write`."""
+    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
+
+
+def remove_stale_temp(folder: str | Path) -> list[Path]:
+    """Delete the temporary files interrupted writes left in ``folder`` (call only while owning it)."""
+    stale = [p for p in Path(folder).iterdir() if is_temp_file(p)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write nested ``state`` atomically to one safetensors file."""
+    """Write nested ``state`` atomically to one safetensors file (skeleton and checksum in its metadata)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors, "")
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"flowmaps": json.dumps(skeleton)}))
+    meta = {"flowmaps": json.dumps(skeleton), "sha256": digest(tensors)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _sniff(path: Path) -> str:
+    """What a file that safetensors cannot read looks like, for the error message."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "it is a Python pickle, which flowmaps never loads because unpickling can run code"
+    if head[:2] == b"PK":
+        return "it is a zip archive (torch.save format, a pickle inside), which flowmaps never unpickles"
+    if not head:
+        return "it is empty"
+    return "not a readable safetensors file"
 
 
 def load_state(path: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """Read a file written by :func:`save_state`; corrupt or foreign files raise :class:`CheckpointError`."""
+    """Read a file written by :func:`save_state`, checksum verified.
+
+    Only safetensors is parsed, so loading runs no code; a pickle, a corrupt, truncated or foreign file
+    raises :class:`CheckpointError` naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        tensors = load_file(str(path), device=device)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # one handle: one version of the file
             meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: refused: {_sniff(path)} ({reason})") from None
     if "flowmaps" not in meta:
         raise CheckpointError(f"{path}: not a flowmaps checkpoint (no state skeleton in its metadata)")
-    return _unflatten(json.loads(meta["flowmaps"]), tensors)
+    if "sha256" in meta and digest(tensors) != meta["sha256"]:
+        raise CheckpointError(f"{path}: corrupt checkpoint (checksum mismatch); use an earlier copy or retrain")
+    try:
+        state = _unflatten(json.loads(meta["flowmaps"]), tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt checkpoint skeleton ({err})") from None
+    return _to(state, device)
+
+
+def state_diff(a: Any, b: Any, where: str = "") -> list[str]:
+    """The paths at which two loaded states differ, bit for bit (tensors: dtype, shape and every element)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape)
+        if same and a.numel():
+            same = bool((a.reshape(-1).view(torch.uint8) == b.reshape(-1).view(torch.uint8)).all())
+        return [] if same else [where or "/"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{where}/{k}" for k in a.keys() ^ b.keys()]
+        for k in a.keys() & b.keys():
+            out += state_diff(a[k], b[k], f"{where}/{k}")
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in state_diff(x, y, f"{where}/{i}")]
+    return [] if a == b else [where or "/"]
+
+
+def _to(node: Any, device: str) -> Any:
+    if isinstance(node, torch.Tensor):
+        return node.to(device)
+    if isinstance(node, dict):
+        return {k: _to(v, device) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_to(v, device) for v in node)
+    return node

@@ -1,7 +1,9 @@
 """Command line: ``flowmaps train | sample | eval | demo``.
 
-Every user error (config, data, checkpoint, existing output) prints one line ``flowmaps: error: …`` and
-exits with status 2; nothing already on disk is overwritten.
+Every user error (arguments, config, data, checkpoint, existing output) prints one line
+``flowmaps: error: …`` and exits with status 2, before anything on disk is written or overwritten.
+Training stopped by a non-finite loss, gradient or weight exits with status 3 (the last good checkpoint is
+kept); a failing disk (full, read-only) with status 1. See docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,49 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
 from .data.arrays import DataError
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line errors, and ``key=value`` overrides allowed after options (``train CFG --out RUN a.b=1``)."""
+
+    _inner = False
+
+    def error(self, message: str):
+        self.exit(2, f"flowmaps: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner or not self.intermixed:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+    intermixed = False
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _grid(text: str):
+    """A sampling grid ``0,t_1,...,1``: strictly increasing times in [0, 1] from noise (0) to data (1)."""
+    from .sampling import check_grid
+
+    try:
+        grid = check_grid([float(s) for s in text.split(",") if s.strip()])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (from {text!r})") from None
+    if float(grid[0]) != 0.0 or float(grid[-1]) != 1.0:
+        raise argparse.ArgumentTypeError(f"a sampling grid goes from noise (t=0) to data (t=1), got {text!r}")
+    return grid
 
 
 def _steps(text: str) -> list[int]:
@@ -46,7 +91,7 @@ def cmd_sample(args) -> None:
     run = load_run(args.run)
     x0 = noise(run.model, args.n, run.source.shape, args.seed)
     solver = args.solver or ("euler" if run.model.kind == "velocity" else "map")
-    s = run_sampler(run.model, x0, solver, args.steps, args.seed)
+    s = run_sampler(run.model, x0, solver, args.steps, args.seed, grid=args.grid)
     if out.suffix == ".npy":
         from .data.arrays import save_array
 
@@ -81,21 +126,24 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
+    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a config into a run directory")
+    t.intermixed = True
     t.add_argument("config", help="YAML recipe (see configs/)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=500")
     t.add_argument("--out", help="run directory (default runs/<config name>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (starts it if there is none)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a run")
     s.add_argument("run")
-    s.add_argument("--steps", type=int, default=1, help="number of steps (uniform grid)")
-    s.add_argument("--n", type=int, default=10_000)
+    s.add_argument("--steps", type=_positive, default=1, help="number of steps (uniform grid)")
+    s.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
+    s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help="map | renoise | euler | heun | rk4 | adaptive (default: the model's own)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
@@ -105,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
     e.add_argument("run")
     e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
-    e.add_argument("--n", type=int, help="samples per row (default: the config's eval.n)")
+    e.add_argument("--n", type=_positive, help="samples per row (default: the config's eval.n)")
     e.add_argument("--solver", help="comma-separated solvers (default: by model kind)")
     e.set_defaults(func=cmd_eval)
 
@@ -118,21 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # key=value overrides may also follow the options: flowmaps train CFG --out R train.steps=9
-        if args.command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
-    for n in ("n",):
-        if getattr(args, n, None) is not None and getattr(args, n) < 1:
-            print(f"flowmaps: error: --{n} must be >= 1", file=sys.stderr)
-            return 2
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ConfigError, CheckpointError, DataError, ValueError) as err:
         print(f"flowmaps: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        train = sys.modules.get(f"{__package__}.train")  # NonFiniteError comes from a loaded training loop
+        if train is None or not isinstance(err, train.NonFiniteError):
+            raise
+        print(f"flowmaps: error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:  # disk full, read-only, permissions
+        reason = err.strerror or str(err)
+        print(f"flowmaps: error: {f'{err.filename}: ' if err.filename else ''}{reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130

@@ -198,3 +198,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_diff(a: RunConfig, b: RunConfig, sections: tuple[str, ...] | None = None) -> list[str]:
+    """``key: a-value != b-value`` for every dotted key that differs (only under ``sections`` if given)."""
+
+    def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
+    keys = sorted(k for k in fa.keys() | fb.keys() if sections is None or k.split(".")[0] in sections)
+    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]

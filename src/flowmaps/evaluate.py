@@ -30,10 +30,12 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
     return out
 
 
-def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed: int = 0) -> Samples:
-    """``steps`` uniform steps of ``solver`` (``adaptive``: steps is ignored); fixed seed for re-noising."""
+def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed: int = 0,
+                grid: Tensor | None = None) -> Samples:
+    """``steps`` uniform steps of ``solver``, or the given time ``grid`` (``adaptive``: steps is ignored);
+    fixed seed for re-noising."""
     torch.manual_seed(seed)
-    return sample(model, x0, uniform_grid(steps or 1), solver=solver)
+    return sample(model, x0, uniform_grid(steps or 1) if grid is None else grid, solver=solver)
 
 
 def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_state
-from .config import ConfigError, RunConfig, load_config
+from .config import ConfigError, RunConfig, config_diff, load_config, parse_config
 from .data.sources import Source, build_source
 from .models import FlowMap
 from .objectives import Context, Objective, objective_class
@@ -27,6 +28,8 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...], emb_dim: int) -> nn.Module
         dim = int(torch.tensor(shape).prod())
         return MLP(dim, emb_dim, m.width, m.depth, m.num_classes, m.act)
     if m.net == "unet":
+        if len(shape) != 3:
+            raise ConfigError(f"model.net=unet needs image data of shape (C, H, W); the data has shape {shape}")
         from .nets.unet import UNet
 
         return UNet(shape, emb_dim, num_classes=m.num_classes, **m.options)
@@ -73,6 +76,11 @@ def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
         raise ConfigError(f"{path}: not a run directory (no {CONFIG_FILE})")
     cfg = load_config(path / CONFIG_FILE)
     state = load_state(path / CHECKPOINT_FILE, device=device)
+    diff = config_diff(parse_config(yaml.safe_load(state.get("config") or "{}")), cfg,
+                       sections=("data", "path", "model", "objective"))
+    if diff:
+        raise CheckpointError(f"{path / CHECKPOINT_FILE}: written by another config than {path / CONFIG_FILE} "
+                              f"({'; '.join(diff[:3])})")
     source = build_source(cfg.data)
     model = build_model(cfg, source, objective_class(cfg.objective["method"]).kind).to(device)
     weights = state["ema" if ema else "model"]
@@ -94,6 +102,9 @@ def build_teacher(cfg: RunConfig, source: Source, interp: Interpolant, sigma0: f
             raise ConfigError("teacher.kind=analytic needs data.kind=gmm (a Gaussian mixture with exact velocity)")
         return source.mixture.teacher(interp, sigma0)
     run = load_run(cfg.teacher.path, device=cfg.train.device)
+    if run.source.shape != source.shape:
+        raise ConfigError(f"teacher {cfg.teacher.path} was trained on data of shape {run.source.shape}; "
+                          f"this run's data has shape {source.shape}")
     if run.model.interp != interp or abs(run.model.sigma0 - sigma0) > 1e-6 * sigma0:
         raise ConfigError(f"teacher {cfg.teacher.path} uses interpolant={run.model.interp.name}, "
                           f"sigma0={run.model.sigma0:.6g}; set path.interpolant and path.sigma0 to match")

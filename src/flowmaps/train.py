@@ -1,9 +1,11 @@
 """One training loop for every objective: EMA, clipping, LR schedule, AMP, checkpoints, exact resume, DDP.
 
-Determinism: all randomness (data draws, noise, times) comes from the global torch RNG seeded by
-``cfg.seed``; its state is checkpointed, so stopping and resuming reproduces an uninterrupted run
-bit for bit on the CPU. Multi-process runs (``torchrun``) average gradients with an explicit all-reduce
-instead of wrapping the model in DistributedDataParallel, because ``torch.func.jvp`` does not pass through it.
+Determinism: all randomness (data draws, noise, times) comes from the global torch RNGs (CPU, and CUDA on
+a GPU) seeded by ``cfg.seed``; their states are checkpointed with the model, EMA, optimizer and the
+objective's own state, so a run killed at any instant and resumed reproduces an uninterrupted run bit for
+bit on the CPU (see docs/guarantees.md for what holds on a GPU). Multi-process runs (``torchrun``) average
+gradients with an explicit all-reduce instead of wrapping the model in DistributedDataParallel, because
+``torch.func.jvp`` does not pass through it.
 """
 
 from __future__ import annotations
@@ -12,21 +14,26 @@ import copy
 import csv
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, load_state, save_state
-from .config import ConfigError, RunConfig, dump_config, load_config
+from .checkpoint import CheckpointError, atomic_write, is_temp_file, load_state, remove_stale_temp, save_state
+from .config import ConfigError, RunConfig, config_diff, dump_config, load_config, parse_config
 from .data.sources import build_source
 from .runs import CHECKPOINT_FILE, CONFIG_FILE, build_model, build_objective
 
 
+LOCK_FILE = ".lock"
+
+
 class NonFiniteError(RuntimeError):
-    """Training produced a non-finite loss or gradient."""
+    """Training produced a non-finite loss, gradient or weight (``train.nonfinite: stop``)."""
 
 
 def lr_factor(cfg, step: int) -> float:
@@ -78,14 +85,29 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
         offset += g.numel()
 
 
-def _gather_rng() -> list[torch.Tensor]:
+def _gather(state: torch.Tensor, device: str) -> list[torch.Tensor]:
+    """Every rank's copy of ``state`` (an RNG state), gathered on ``device`` and returned on the CPU."""
     rank, world = _world()
-    state = torch.get_rng_state()
     if world == 1:
         return [state]
-    out = [torch.empty_like(state) for _ in range(world)]
-    dist.all_gather(out, state)
+    t = state.to(device)
+    out = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(out, t)
+    return [o.cpu() for o in out]
+
+
+def _rng_states(device: str) -> dict[str, list[torch.Tensor]]:
+    """The global RNG states of all ranks: ``rng`` (CPU) and, on a GPU, ``cuda_rng``."""
+    out = {"rng": _gather(torch.get_rng_state(), device)}
+    if device.startswith("cuda"):
+        out["cuda_rng"] = _gather(torch.cuda.get_rng_state(device), device)
     return out
+
+
+def _set_rng_states(state: dict, device: str, rank: int) -> None:
+    torch.set_rng_state(state["rng"][rank % len(state["rng"])].cpu())
+    if device.startswith("cuda") and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"][rank % len(state["cuda_rng"])].cpu(), device)
 
 
 class MetricsLog:
@@ -97,10 +119,11 @@ class MetricsLog:
             return
         if self.path.exists():
             with open(self.path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            keep = [r for r in rows if int(r["step"]) <= start_step]
-            self.fields = list(rows[0].keys()) if rows else None
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or []) or None
+                rows = list(reader)
             if self.fields:
+                keep = [r for r in rows if _complete(r) and int(r["step"]) <= start_step]
                 atomic_write(self.path, lambda tmp: self._write_rows(tmp, keep))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -135,27 +158,100 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Create the run directory; an existing one is an error unless resuming with the same config."""
+def _complete(row: dict) -> bool:
+    """A CSV row with every field present and an integer step (a torn last line is dropped)."""
+    if None in row or any(v is None for v in row.values()):
+        return False
+    try:
+        int(row["step"])
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Refuse, before any work, a run directory that exists (unless resuming the same config) or is foreign."""
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         if not resume:
             raise ConfigError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --out")
-        if load_config(saved) != cfg:
-            raise ConfigError(f"{run_dir}: the config differs from the run's saved {CONFIG_FILE}; "
-                              "resume with the same config or choose another --out")
+        diff = config_diff(load_config(saved), cfg)
+        if diff:
+            more = "; ..." if len(diff) > 3 else ""
+            raise ConfigError(f"{run_dir}: the config differs from the run's saved {CONFIG_FILE} "
+                              f"({'; '.join(diff[:3])}{more}); resume with the same config or choose another --out")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: exists and is not a directory; choose another --out")
+    if run_dir.exists() and any(p.name != LOCK_FILE and not is_temp_file(p) for p in run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: exists and is not a flowmaps run; choose another --out")
+
+
+def _lock(run_dir: Path):
+    """An exclusive lock on the run directory, released when the process ends (even by SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    f = open(run_dir / LOCK_FILE, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"{run_dir}: another process is training into this run directory") from None
+    return f
+
+
+def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool):
+    """Create and lock the run directory, clear temp files of killed writes, save ``config.yaml``; returns the lock."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(saved, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
+    lock = _lock(run_dir)
+    saved = run_dir / CONFIG_FILE
+    if saved.exists() and not resume:  # another process created the run since check_run_dir
+        if lock is not None:
+            lock.close()
+        raise ConfigError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --out")
+    remove_stale_temp(run_dir)
+    if not saved.exists():
+        atomic_write(saved, lambda tmp: Path(tmp).write_text(dump_config(cfg)))
+    return lock
+
+
+def _restore(ckpt: Path, cfg: RunConfig, model, ema, opt, objective) -> dict:
+    """Load ``ckpt`` into the run's pieces; a checkpoint from another config is a :class:`CheckpointError`."""
+    state = load_state(ckpt, device=cfg.train.device)
+    try:
+        saved = parse_config(yaml.safe_load(state["config"]))
+    except (KeyError, ConfigError, yaml.YAMLError) as err:
+        raise CheckpointError(f"{ckpt}: holds no readable config ({err}); it is not this run's checkpoint") from None
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise CheckpointError(f"{ckpt}: written by another config ({'; '.join(diff[:3])}); "
+                              "it does not match this run")
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optim"])
+        objective.load_state_dict(state["objective"])
+        objective.load_train_state(state.get("objective_train", {}))
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt}: does not match the run's model ({str(err).splitlines()[0]})") from None
+    return state
+
+
+def _finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
           stop_after: int | None = None) -> Path:
-    """Train ``cfg`` into ``run_dir`` (``stop_after``: leave after that many steps of this call, for tests)."""
+    """Train ``cfg`` into ``run_dir`` (``stop_after``: leave, checkpointed, after that many steps of this call).
+
+    Everything is validated (config, run directory, data, teacher, checkpoint) before anything is written.
+    """
     tc = cfg.train
     run_dir = Path(run_dir)
     _init_distributed(tc.device)
@@ -163,7 +259,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if rank == 0:
-        prepare_run_dir(cfg, run_dir, resume)
+        check_run_dir(cfg, run_dir, resume)
     torch.manual_seed(cfg.seed)
     source = build_source(cfg.data)
     objective = build_objective(cfg, source).to(tc.device)
@@ -174,67 +270,83 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     step, skipped = 0, 0
     ckpt = run_dir / CHECKPOINT_FILE
     if resume and ckpt.exists():
-        state = load_state(ckpt, device=tc.device)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optim"])
-        objective.load_state_dict(state["objective"])
-        objective.load_train_state(state.get("objective_train", {}))
+        state = _restore(ckpt, cfg, model, ema, opt, objective)
         step, skipped = int(state["step"]), int(state["skipped"])
-        torch.set_rng_state(state["rng"][rank % len(state["rng"])].cpu())
+        _set_rng_states(state, tc.device, rank)
     else:
         torch.manual_seed(cfg.seed + rank)
-    if step >= tc.steps:
-        return run_dir
+    lock = open_run_dir(cfg, run_dir, resume) if rank == 0 else None
+    if rank == 0 and step:
+        print(f"flowmaps: resuming {run_dir} from step {step}", file=sys.stderr)
+    try:
+        if step < tc.steps:
+            _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress, rank)
+    finally:
+        if lock is not None:
+            lock.close()
+    return run_dir
+
+
+def _loop(cfg, run_dir, model, ema, opt, objective, source, params, step, skipped, stop_after, progress,
+          rank) -> None:
+    """Steps ``step + 1 …`` until ``train.steps`` (or ``stop_after`` more), logging and checkpointing."""
+    tc = cfg.train
+    ckpt = run_dir / CHECKPOINT_FILE
     if tc.compile:
         model.net = torch.compile(model.net)
     log = MetricsLog(run_dir, step, enabled=rank == 0)
     amp = torch.autocast(tc.device.split(":")[0], dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
+    def kept() -> str:
+        return f"the last good checkpoint is kept in {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+
     def checkpoint(at: int) -> None:
-        rngs = _gather_rng()
+        if not _finite(params):
+            raise NonFiniteError(f"non-finite weights after step {at}; {kept()}")
+        rngs = _rng_states(tc.device)
         if rank == 0:
             save_state(ckpt, {"step": at, "skipped": skipped, "model": _plain(model.state_dict()),
                               "ema": ema.state_dict(), "optim": opt.state_dict(),
                               "objective": objective.state_dict(), "objective_train": objective.train_state(),
-                              "rng": rngs, "config": dump_config(cfg)})
+                              **rngs, "config": dump_config(cfg)})
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     t_start, stop_at = time.perf_counter(), tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    while step < stop_at:
-        for group in opt.param_groups:
-            group["lr"] = tc.lr * lr_factor(tc, step)
-        batch = {k: v.to(tc.device) for k, v in source.sample(tc.batch_size).items()}
-        with amp:
-            loss, logs = objective.loss(model, batch, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        all_reduce_grads(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or float("inf"))
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            if tc.nonfinite == "stop":
-                bar.close()
-                log.close()
-                raise NonFiniteError(f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at step "
-                                     f"{step + 1}; the last good checkpoint is kept in {ckpt}")
-            skipped += 1
+    try:
+        while step < stop_at:
+            for group in opt.param_groups:
+                group["lr"] = tc.lr * lr_factor(tc, step)
+            batch = {k: v.to(tc.device) for k, v in source.sample(tc.batch_size).items()}
+            with amp:
+                loss, logs = objective.loss(model, batch, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            all_reduce_grads(params)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip or float("inf"))
             step += 1
-            continue
-        opt.step()
-        ema_update(ema, model, tc.ema, step)
-        step += 1
-        bar.update(1)
-        if step % tc.log_every == 0 or step == tc.steps:
-            loss = loss.detach()
-            row = {"loss": float(loss), "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
-                   "skipped": skipped, "elapsed_s": time.perf_counter() - t_start, **logs}
-            bar.set_postfix(loss=f"{float(loss):.4g}")
-            log.log(step, row)
-        if step % tc.ckpt_every == 0 or step == tc.steps:
-            checkpoint(step)
-    bar.close()
-    log.close()
-    return run_dir
+            if torch.isfinite(loss) and torch.isfinite(grad_norm):
+                opt.step()
+                ema_update(ema, model, tc.ema, step - 1)
+            else:
+                what = "loss" if not torch.isfinite(loss) else "gradient"
+                if tc.nonfinite == "stop":
+                    raise NonFiniteError(f"non-finite {what} at step {step}; {kept()} "
+                                         "(train.nonfinite=skip skips such steps)")
+                skipped += 1
+                if rank == 0:
+                    tqdm.write(f"flowmaps: warning: non-finite {what} at step {step}; step skipped "
+                               f"({skipped} so far)", file=sys.stderr)
+            bar.update(1)
+            if step % tc.log_every == 0 or step == tc.steps:
+                row = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
+                       "skipped": skipped, "elapsed_s": time.perf_counter() - t_start, **logs}
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+                log.log(step, row)
+            if step % tc.ckpt_every == 0 or step == stop_at:
+                checkpoint(step)
+    finally:
+        bar.close()
+        log.close()
 
 
 def _plain(state: dict) -> dict:

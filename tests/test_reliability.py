@@ -1,0 +1,414 @@
+"""Reliability, driven through the command line: SIGKILL and exact resume, non-finite guards, loads that
+never unpickle, and one clear line (with nothing on disk touched) for every bad input.
+
+Training runs are fresh ``python -m flowmaps.cli`` (or ``tests/fault_cli.py``) subprocesses, killed with real
+signals. A fresh interpreter pays ~2 s of CPU for the torch import, so the many bad-input cases run the same
+``flowmaps.cli.main(argv)`` that the ``flowmaps`` console entry runs, each in its own forked process with
+its own stderr and exit status (:func:`forked_cli`). Runs are tiny: a 2-layer MLP of width 32 on the
+checkerboard for at most 200 steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import pickle
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import flowmaps.cli
+import flowmaps.evaluate  # noqa: F401  (imported before forking, as the commands need them)
+import flowmaps.runs  # noqa: F401
+import flowmaps.train  # noqa: F401
+from flowmaps.checkpoint import load_state, save_state, state_diff
+from flowmaps.config import dump_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULT_CLI = ROOT / "tests" / "fault_cli.py"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+TINY = {
+    "seed": 3,
+    "data": {"kind": "toy", "name": "checker"},
+    "model": {"net": "mlp", "width": 32, "depth": 2, "time_dim": 8},
+    "objective": {"method": "fm"},
+    "train": {"steps": 200, "batch_size": 64, "lr": 3e-3, "schedule": "cosine", "warmup": 30, "ema": 0.99,
+              "log_every": 1, "ckpt_every": 25, "threads": 1},
+    "eval": {"n": 200, "steps": [1, 2]},
+}
+
+
+def _cmd(args, fault: bool) -> list[str]:
+    head = [sys.executable, str(FAULT_CLI)] if fault else [sys.executable, "-m", "flowmaps.cli"]
+    return head + [str(a) for a in args]
+
+
+def cli(*args, fault: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(args, fault), env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedProcess:
+    """``flowmaps ARGS`` in a forked child: ``flowmaps.cli.main(argv)``, its stderr and its exit status.
+
+    ``max_file_size`` (bytes): the child cannot grow a file beyond it, as on a full disk (RLIMIT_FSIZE).
+    """
+    with tempfile.TemporaryFile(mode="w+") as err:
+        pid = os.fork()
+        if pid == 0:  # child: the console entry point, then exit without running the parent's cleanup
+            code = 1
+            try:
+                if max_file_size is not None:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+                os.dup2(err.fileno(), 2)
+                sys.stderr = os.fdopen(2, "w", closefd=False)
+                code = flowmaps.cli.main([str(a) for a in args])
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        err.seek(0)
+        return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), "", err.read())
+
+
+def launch(*args, fault: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(_cmd(args, fault), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"process ended early: {proc.stderr.read()}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def ckpt_step(run: Path) -> int:
+    p = run / "checkpoint.safetensors"
+    return int(load_state(p)["step"]) if p.exists() else 0
+
+
+def metric_rows(run: Path) -> list[dict]:
+    p = run / "metrics.csv"
+    if not p.exists():
+        return []
+    with open(p, newline="") as f:
+        return [r for r in csv.DictReader(f) if None not in r.values() and r["step"].isdigit()]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with the hash of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    """The one line the user sees (no traceback, nothing else on stderr)."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("flowmaps: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    return p
+
+
+@pytest.fixture(scope="module")
+def fm_run(tmp_path_factory, tiny_cfg) -> Path:
+    """A finished tiny flow-matching run (30 steps)."""
+    run = tmp_path_factory.mktemp("runs") / "fm"
+    r = cli("train", tiny_cfg, "--out", run, "--quiet", "train.steps=30", "train.ckpt_every=10")
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+# ----- kill -9 and resume ----------------------------------------------------------------------------------
+
+
+def test_kill9_at_any_point_then_same_command_resumes_bit_identical(tmp_path, tiny_cfg):
+    """SIGKILL at startup, then mid-training past a checkpoint; the same command finishes the run with the
+    weights, EMA, optimizer, objective state and train_state, RNG and metrics of an uninterrupted run."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    args = ["train", tiny_cfg, "objective.method=critic_fm", "--quiet", "--resume", "--out"]
+    r = cli(*args, ref, fault=True)
+    assert r.returncode == 0, r.stderr
+
+    p = launch(*args, run, fault=True)  # kill 1: as soon as the run directory exists
+    wait_for(lambda: (run / "config.yaml").exists(), p)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL
+    assert ckpt_step(run) < 200  # loadable if present
+
+    p = launch(*args, run, fault=True)  # kill 2: mid-training, metrics logged past the last checkpoint
+    wait_for(lambda: ckpt_step(run) >= 50 and len(metric_rows(run)) > ckpt_step(run) + 3, p)
+    time.sleep(random.Random(0).uniform(0, 0.05))
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL
+    at = ckpt_step(run)
+    assert 50 <= at < 200 and int(metric_rows(run)[-1]["step"]) > at
+
+    r = cli(*args, run, fault=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {run} from step {at}" in r.stderr
+
+    a, b = load_state(ref / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")
+    assert state_diff(a, b) == []
+    assert int(b["step"]) == 200 and int(b["objective"]["calls"]) == 200 and b["objective_train"]["critic_opt"]["state"]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    rows = drop(metric_rows(run))
+    assert [int(r["step"]) for r in rows] == list(range(1, 201))  # cut back to the checkpoint, then continued
+    assert rows == drop(metric_rows(ref))
+    assert (run / "config.yaml").read_bytes() == (ref / "config.yaml").read_bytes()
+    assert not [q for q in run.iterdir() if q.name.endswith(".tmp")]
+
+
+def test_resume_of_a_finished_run_changes_nothing(fm_run, tiny_cfg):
+    before = snapshot(fm_run)
+    r = forked_cli("train", tiny_cfg, "--out", fm_run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
+    assert r.returncode == 0, r.stderr
+    assert "from step 30" in r.stderr and snapshot(fm_run) == before
+
+
+def test_full_disk_one_line_previous_files_kept_then_same_command_finishes(tmp_path, tiny_cfg, fm_run):
+    """A checkpoint write that fails (file size limit, as on a full disk) exits 1 with one line, leaves no
+    temporary file; the same command, once there is room, finishes the run exactly as an undisturbed one."""
+    run = tmp_path / "run"
+    args = ("train", tiny_cfg, "--out", run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
+    r = forked_cli(*args, max_file_size=20_000)
+    assert r.returncode == 1
+    assert re.fullmatch(rf"flowmaps: error: {re.escape(str(run / 'checkpoint.safetensors'))}: write failed "
+                        r"\(.*File too large.*\); nothing was written", error_line(r))
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "metrics.csv", "tb"]
+    r = forked_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert state_diff(load_state(fm_run / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")) == []
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, fm_run, tiny_cfg):
+    """While one process holds the run directory, a second one on the same --out stops with one line."""
+    run = tmp_path / "run"
+    shutil.copytree(fm_run, run)
+    before = snapshot(run)
+    lock = flowmaps.train._lock(run)
+    try:
+        r = forked_cli("train", tiny_cfg, "--out", run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
+    finally:
+        lock.close()
+    assert r.returncode == 2
+    assert error_line(r) == f"flowmaps: error: {run}: another process is training into this run directory"
+    assert snapshot(run) == before
+
+
+# ----- non-finite loss and gradients ------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg):
+    run = tmp_path / "run"
+    r = cli("train", tiny_cfg, "--out", run, "--quiet", "objective.method=nan_fm", "objective.nan_at=[12]",
+            "train.steps=20", "train.ckpt_every=5", fault=True)
+    assert r.returncode == 3
+    ckpt = run / "checkpoint.safetensors"
+    assert error_line(r) == (f"flowmaps: error: non-finite loss at step 12; the last good checkpoint is kept in "
+                             f"{ckpt} (train.nonfinite=skip skips such steps)")
+    state = load_state(ckpt)
+    assert int(state["step"]) == 10
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
+def test_nonfinite_gradient_skip_counts_logs_and_leaves_weights_untouched(tmp_path, tiny_cfg):
+    """Steps 3 and 10 have a finite loss but NaN gradients: both are skipped, counted and logged, and the
+    final weights, EMA and optimizer equal those of a 9-step run that skipped only step 3."""
+    base = ["train", tiny_cfg, "--quiet", "objective.method=nan_fm", "train.nonfinite=skip",
+            "train.schedule=constant", "train.warmup=0"]
+    r10 = cli(*base, "--out", tmp_path / "a", "objective.nan_grad_at=[3,10]", "train.steps=10", fault=True)
+    r9 = cli(*base, "--out", tmp_path / "b", "objective.nan_grad_at=[3]", "train.steps=9", fault=True)
+    assert r10.returncode == 0 and r9.returncode == 0, r10.stderr + r9.stderr
+    warnings = re.findall(r"non-finite (\w+) at step (\d+); step skipped \((\d+) so far\)", r10.stderr)
+    assert warnings == [("gradient", "3", "1"), ("gradient", "10", "2")]
+    assert [int(r["skipped"]) for r in metric_rows(tmp_path / "a")] == [0, 0, 1, 1, 1, 1, 1, 1, 1, 2]
+    a, b = load_state(tmp_path / "a" / "checkpoint.safetensors"), load_state(tmp_path / "b" / "checkpoint.safetensors")
+    assert int(a["skipped"]) == 2 and int(a["step"]) == 10
+    assert state_diff(a["model"], b["model"]) == [] and state_diff(a["ema"], b["ema"]) == []
+    assert state_diff(a["optim"], b["optim"]) == []
+
+
+def test_nonfinite_weights_are_never_checkpointed(tmp_path, tiny_cfg):
+    """Finite loss and gradient, but a step that overflows the weights (RAdam's first, unnormalized steps with
+    gradients ~1e15 and lr 1e25): training stops before the checkpoint."""
+    run = tmp_path / "run"
+    r = cli("train", tiny_cfg, "--out", run, "--quiet", "objective.method=nan_fm", "objective.scale=1e15",
+            "train.lr=1e25", "train.optimizer=radam", "train.grad_clip=null", "train.warmup=0",
+            "train.schedule=constant", "train.steps=3", "train.ckpt_every=1", fault=True)
+    assert r.returncode == 3
+    assert error_line(r) == "flowmaps: error: non-finite weights after step 1; no checkpoint was written yet"
+    assert not (run / "checkpoint.safetensors").exists()
+
+
+# ----- loads never unpickle ---------------------------------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this writes a marker file: what a malicious checkpoint or data file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+def test_the_payload_is_live(tmp_path):
+    """The payload below does run code when unpickled; the next test shows flowmaps never unpickles it."""
+    pickle.loads(pickle.dumps(Payload(tmp_path / "marker")))
+    assert (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("case", ["pickle_checkpoint", "torch_save_checkpoint", "object_npy_data"])
+def test_files_with_code_are_refused_and_never_run(case, tmp_path, fm_run, tiny_cfg):
+    marker = tmp_path / "marker"
+    run = tmp_path / "run"
+    shutil.copytree(fm_run, run)
+    ckpt = run / "checkpoint.safetensors"
+    if case == "pickle_checkpoint":
+        ckpt.write_bytes(pickle.dumps({"model": Payload(marker)}))
+        r, expect = forked_cli("sample", run, "--out", tmp_path / "x.npy"), "it is a Python pickle"
+    elif case == "torch_save_checkpoint":
+        torch.save({"model": Payload(marker)}, ckpt)
+        r = forked_cli("train", tiny_cfg, "--out", run, "--resume", "--quiet", "train.steps=30", "train.ckpt_every=10")
+        expect = "torch.save format"
+    else:
+        np.save(tmp_path / "d.npy", np.array([[Payload(marker), 1.0]], dtype=object), allow_pickle=True)
+        data = f"data.path={tmp_path / 'd.npy'}"
+        r = forked_cli("train", tiny_cfg, "--out", tmp_path / "new", "data.kind=array", data)
+        expect = "unreadable or corrupt .npy"
+    assert r.returncode == 2 and expect in error_line(r)
+    assert not marker.exists()
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "new").exists()
+
+
+def test_no_unpickling_load_in_the_source():
+    """Every load in the package goes through safetensors, ``allow_pickle=False`` or ``weights_only=True``."""
+    bad = []
+    for p in (ROOT / "src" / "flowmaps").rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if (re.search(r"\bpickle\.loads?\(|import pickle|allow_pickle=True|\bdill\b|cloudpickle", line)
+                    or ("torch.load(" in line and "weights_only=True" not in line)):
+                bad.append(f"{p.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert bad == []
+
+
+def test_corrupt_checkpoint_is_named(tmp_path, fm_run):
+    """A flipped byte in the tensor data fails the checksum; a truncated file fails to parse."""
+    run = tmp_path / "run"
+    shutil.copytree(fm_run, run)
+    ckpt = run / "checkpoint.safetensors"
+    data = bytearray(ckpt.read_bytes())
+    data[-3] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_state(ckpt)
+    ckpt.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match=f"{re.escape(str(ckpt))}: refused"):
+        load_state(ckpt)
+
+
+# ----- bad inputs: one line, non-zero exit, nothing on disk touched -----------------------------------------
+
+
+def _write_bad_inputs(d: Path, fm_run: Path, tiny_cfg: Path) -> dict[str, Path]:
+    """The files some cases read: bad data arrays, a run whose checkpoint came from another config."""
+    np.save(d / "nan.npy", np.array([[0.0, 1.0], [np.nan, 0.0]], dtype=np.float32))
+    np.save(d / "empty.npy", np.zeros((0, 2), dtype=np.float32))
+    np.save(d / "flat.npy", np.zeros(5, dtype=np.float32))
+    (d / "typo.yaml").write_text(tiny_cfg.read_text().replace("ckpt_every", "ckpt_evry"))
+    other = d / "other_ckpt"
+    shutil.copytree(fm_run, other)
+    state = load_state(other / "checkpoint.safetensors")
+    tree = yaml.safe_load(state["config"])
+    tree["model"]["width"] = 16
+    state["config"] = dump_config(parse_config(tree))
+    save_state(other / "checkpoint.safetensors", state)
+    (d / "foreign").mkdir()
+    (d / "foreign" / "notes.txt").write_text("mine")
+    np.save(d / "exists.npy", np.zeros((2, 2), dtype=np.float32))
+    return {"other": other}
+
+
+NEW = ["train", "{cfg}", "--out", "{d}/new"]  # a new run of the tiny config
+RUN = ["train", "{cfg}", "--out", "{run}", "train.steps=30", "train.ckpt_every=10"]  # the existing run's command
+ARRAY = NEW + ["data.kind=array"]
+BAD_INPUTS = {
+    # name: (command line, expected part of the one-line error)
+    "unknown config key": (["train", "{d}/typo.yaml", "--out", "{d}/new"],
+                           r"train\.ckpt_evry: Extra inputs are not permitted"),
+    "unknown override key": (NEW + ["model.widht=3"], r"model\.widht: Extra inputs"),
+    "unknown method": (NEW + ["objective.method=nope"], r"unknown objective method 'nope'"),
+    "unknown objective option": (NEW + ["objective.coupling=magic"], r"coupling"),
+    "steps < 1": (NEW + ["train.steps=0"], r"train\.steps: Input should be greater than or equal to 1"),
+    "wrong type": (NEW + ["train.lr=fast"], r"train\.lr: Input should be a valid number"),
+    "times outside [0, 1]": (["sample", "{run}", "--grid", "0,0.5,1.5", "--out", "{d}/s.npy"],
+                             r"times must lie in \[0, 1\]"),
+    "grid not increasing": (["sample", "{run}", "--grid", "0,0.6,0.4,1", "--out", "{d}/s.npy"],
+                            r"strictly increasing"),
+    "sample steps < 1": (["sample", "{run}", "--steps", "0", "--out", "{d}/s.npy"],
+                         r"--steps: expected an integer >= 1"),
+    "eval steps < 1": (["eval", "{run}", "--steps", "0,2"], r"steps must be >= 1"),
+    "data with NaN": (ARRAY + ["data.path={d}/nan.npy"], r"nan\.npy: 1 non-finite"),
+    "empty data": (ARRAY + ["data.path={d}/empty.npy"], r"empty\.npy: empty array"),
+    "data of the wrong shape": (ARRAY + ["data.path={d}/flat.npy"], r"expected \(N, \*dims\)"),
+    "model for another shape": (NEW + ["model.net=unet"],
+                                r"model\.net=unet needs image data of shape \(C, H, W\); the data has shape \(2,\)"),
+    "checkpoint from another config": (["train", "{cfg}", "--out", "{other}", "--resume", "train.steps=30",
+                                        "train.ckpt_every=10"],
+                                       r"written by another config \(model\.width: 16 != 32\)"),
+    "checkpoint from another config (sample)": (["sample", "{other}", "--out", "{d}/s.npy"],
+                                                r"written by another config"),
+    "run directory exists": (RUN, r"run directory exists; pass --resume"),
+    "resume with another config": (RUN + ["--resume", "train.steps=31"], r"config differs .*train\.steps: 30 != 31"),
+    "directory that is not a run": (["train", "{cfg}", "--out", "{d}/foreign"], r"exists and is not a flowmaps run"),
+    "sample output exists": (["sample", "{run}", "--out", "{d}/exists.npy"], r"exists; pass --force"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_one_line_nonzero_exit_nothing_touched(name, tmp_path, fm_run, tiny_cfg):
+    d = tmp_path / "inputs"
+    d.mkdir()
+    paths = _write_bad_inputs(d, fm_run, tiny_cfg)
+    run = tmp_path / "run"
+    shutil.copytree(fm_run, run)
+    args, expect = BAD_INPUTS[name]
+    fill = {"d": d, "cfg": tiny_cfg, "run": run, **paths}
+    before = snapshot(tmp_path)
+    r = forked_cli(*[a.format(**fill) for a in args])
+    assert r.returncode == 2
+    assert re.search(expect, error_line(r)), r.stderr
+    assert snapshot(tmp_path) == before  # nothing written, created or overwritten
+
+
+def test_bad_input_through_a_fresh_interpreter(tmp_path, tiny_cfg):
+    """The same contract from a fresh ``python -m flowmaps.cli``, as a user types it."""
+    r = cli("train", tiny_cfg, "--out", tmp_path / "new", "train.steps=0")
+    assert r.returncode == 2 and "train.steps: Input should be greater than or equal to 1" in error_line(r)
+    assert list(tmp_path.iterdir()) == []
