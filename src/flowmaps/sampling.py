@@ -60,6 +60,38 @@ def edm_grid(steps: int = 18, sigma0: float = 1.0, **kw) -> Tensor:
     return sigma_to_t(edm_sigmas(steps, **kw), sigma0)
 
 
+EDM_SUBSETS = ((0,), (0, 1), (0, 1, 2), (0, 3, 5), (0, 1, 3, 5))  # the seed's step subsets (NFE 1, 2, 3, 3, 4)
+
+
+def edm_subset_grid(indices: tuple[int, ...] | list[int], sigma0: float = 1.0, steps: int = 18, **kw) -> Tensor:
+    """Few-step grid from a subset of EDM's σ schedule (lines matching: 0 | 0,1 | 0,1,2 | 0,3,5 | 0,1,3,5):
+    ``t = σ0/(σ0 + σ_i)`` for the listed i, then t = 1. Start it from ``α_{t_0} x0`` (see :func:`start_state`)."""
+    idx = sorted(set(int(i) for i in indices))
+    if not idx or idx[0] < 0 or idx[-1] >= steps:
+        raise ValueError(f"EDM step indices must lie in 0..{steps - 1}, got {list(indices)}")
+    t = edm_grid(steps, sigma0, **kw)
+    return torch.cat([t[idx], t[-1:]])
+
+
+def constant_speed_grid(steps: int, sigma0: float = 1.0, sigma_max: float | None = None, frame: str = "t") -> Tensor:
+    """Uniform progress along the straight lines: uniform in t on ``I_t`` (``frame="t"``), or uniform in σ on
+    EDM's ``x_σ = x1 + σ z`` from ``sigma_max`` to 0 (``frame="sigma"``, the seed's VE form), mapped to t."""
+    t0 = 0.0 if sigma_max is None else float(sigma_to_t(sigma_max, sigma0))
+    if frame == "t":
+        return uniform_grid(steps, t0, 1.0)
+    if frame == "sigma":
+        if sigma_max is None:
+            raise ValueError("a grid uniform in sigma needs sigma_max")
+        return sigma_to_t(torch.linspace(sigma_max, 0.0, steps + 1, dtype=torch.float64), sigma0)
+    raise ValueError(f"unknown frame {frame!r}; choose t or sigma")
+
+
+def start_state(model, x0: Tensor, grid: Tensor) -> Tensor:
+    """Sampler input at ``grid[0]`` from noise ``x0``: ``α_{t_0} x0`` (EDM's ``σ_max z``, data term dropped)."""
+    t0 = torch.as_tensor(grid, dtype=torch.float64)[:1]
+    return (model.interp.alpha(t0).to(x0.dtype) * x0) if float(t0) > 0 else x0
+
+
 def check_grid(grid: Tensor | list[float]) -> Tensor:
     """A validated 1-D float64 grid: at least two times, strictly increasing, inside [0, 1]."""
     g = torch.as_tensor(grid, dtype=torch.float64)
