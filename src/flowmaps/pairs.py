@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .config import ConfigError, DataConfig
 from .data.sources import Source, build_source
-from .sampling import edm_grid, sample, solve, uniform_grid
+from .sampling import edm_grid, sample, solve_edm, uniform_grid
 
 FORMAT = "flowmaps-pairs/1"
 MANIFEST = "manifest.json"
@@ -73,8 +73,8 @@ def sha256(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def solver_plan(solver: str, steps: int, sigma0: float) -> tuple[Tensor | None, int | None]:
-    """``(grid, NFE)`` of a teacher solver: ``edm`` is Heun on EDM's σ grid mapped to t without the last
-    correction (``2·steps − 1`` NFE: 35 for 18 steps); ``adaptive`` has no grid and a data-dependent NFE."""
+    """``(grid, NFE)`` of a teacher solver: ``edm`` is EDM's Heun on its σ grid (:func:`sampling.solve_edm`,
+    ``2·steps − 1`` NFE: 35 for 18 steps; grid shown in t); ``adaptive``: no grid, data-dependent NFE."""
     if solver not in SOLVERS:
         raise ConfigError(f"unknown pair solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     if solver == "edm":
@@ -86,11 +86,8 @@ def solver_plan(solver: str, steps: int, sigma0: float) -> tuple[Tensor | None, 
 
 
 def teacher_sampler(model, solver: str, steps: int) -> Callable[[Tensor], tuple[Tensor, int]]:
-    """``Φ(z) -> (x1, nfe)`` for a loaded model: its ODE from noise z (t = 0) to data (t = 1).
-
-    ``edm`` starts at ``t_0 = σ0/(σ0 + σ_max)`` from ``α_{t_0} z`` (EDM's ``x = σ_max z``, the data term
-    ``t_0 x1`` dropped as EDM does) and follows :func:`sampling.solve` Heun with no final correction.
-    """
+    """``Φ(z) -> (x1, nfe)`` for a loaded model: its ODE from noise z (t = 0) to data (t = 1); ``edm`` starts
+    from EDM's ``x_σmax = σ_max z/σ0`` (the data term dropped, as EDM does) and runs its Heun sampler."""
     grid, _ = solver_plan(solver, steps, model.sigma0)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
@@ -99,8 +96,7 @@ def teacher_sampler(model, solver: str, steps: int) -> Callable[[Tensor], tuple[
     @torch.no_grad()
     def phi(z: Tensor) -> tuple[Tensor, int]:
         if solver == "edm":
-            t0 = grid[:1].to(z.dtype)
-            s = solve(velocity, model.interp.alpha(t0) * z, grid, "heun", final_correction=False)
+            s = solve_edm(velocity, z, model.sigma0, steps)
         else:
             s = sample(model, z, grid, solver=solver)
         return s.x, s.nfe
