@@ -156,6 +156,10 @@ def test_lmm_options_and_times(store):
     assert set(t.tolist()) == set(want.tolist())
     with pytest.raises(ConfigError, match="data.kind=pairs"):
         obj.loss(None, {"x1": torch.zeros(2, 2)}, 0)
+    assert obj.ctx.sigma0 == pytest.approx(S0)  # the store's noise scale, not the pairs' measured std
+    wrong = parse_config(cfg.model_dump(mode="json"), ["path.sigma0=1.0"])
+    with pytest.raises(ConfigError, match="store"):
+        build_objective(wrong, build_source(wrong.data))
 
 
 def test_edm_grids_and_heun_nfe():

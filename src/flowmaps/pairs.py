@@ -334,6 +334,7 @@ def pair_source(cfg: DataConfig) -> Source:
         return {"x0": z, "x1": x1}
 
     src = PairSource(shape=store.shape, sigma_data=float(x1_sample.std()), name=f"pairs:{cfg.path}",
+                     sigma0=float(store.manifest["sigma0"]),
                      bounds=real.bounds if real is not None else None,
                      mixture=real.mixture if real is not None else None,
                      _sampler=draw, _reference=real._reference if real is not None else

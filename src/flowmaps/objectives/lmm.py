@@ -93,6 +93,10 @@ class LMM(Objective):
             raise ConfigError("lmm matches straight lines: set path.interpolant=linear")
         if opts.distance == "lpips" and not opts.lpips_weights:
             raise ConfigError("objective.distance=lpips needs objective.lpips_weights (a local weights file)")
+        fixed = getattr(ctx.source, "sigma0", None)
+        if fixed is not None and abs(fixed - ctx.sigma0) > 1e-6 * fixed:
+            raise ConfigError(f"the pairs' noise has scale σ0={fixed:.6g} but path.sigma0={ctx.sigma0:.6g}; "
+                              "leave path.sigma0 null or set it to the store's")
         self._lpips: list[nn.Module] = []  # kept out of state_dict: frozen, loaded from its own file
         self.disc = self.disc_opt = None
         if opts.adversarial:
