@@ -7,7 +7,7 @@ LMM grids: subsets of EDM's 18-step σ grid (indices 0 and 0,1, started from ``�
 constant-speed grids (uniform in t from 0). Baselines: Euler on uniform grids. Runs: ``lmm_runs.py``.
 Targets (the issue's): LMM N = 2 within 1.1× and N = 1 within 1.2× of the teacher's 35-NFE KL.
 
-CPU budget: the shared training (about 25 minutes on 2 cores, see ``lmm_runs.py``), then 2 minutes here.
+CPU budget: the shared training (about 20 minutes on one core, see ``lmm_runs.py``), then 2 minutes here.
     python benchmarks/lmm_quality.py     # writes docs/benchmarks/lmm_quality.{md,json}
 """
 
@@ -21,7 +21,7 @@ from flowmaps.evaluate import markdown_table, measure, noise, save_rows
 from flowmaps.sampling import constant_speed_grid, edm_subset_grid, sample, solve_edm, start_state, uniform_grid
 
 N = 64_000
-BASELINES = ["1-RF (CFM, linear path)", "BOT-CFM B=256", "BOT-CFM B=1024", "2-RF (reflow on pairs)"]
+BASELINES = ["1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)"]
 LMMS = ["LMM", "LMM + adversarial"]
 
 

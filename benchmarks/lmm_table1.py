@@ -1,6 +1,6 @@
 """Table 1 of the lines-matching seed: straightness of EDM, CFM / 1-RF, BOT-CFM (two batch sizes), 2-RF, LMM.
 
-Problem and runs: see ``lmm_runs.py`` (checkerboard, EDM teacher, 50k Heun pairs, MLP 256×3, 2500 steps).
+Problem and runs: see ``lmm_runs.py`` (checkerboard, EDM teacher, 50k Heun pairs, MLP 128×3, 2000 steps).
 OT-CFM in the seed is CFM with the linear ("OT") conditional path; in this library that is the same objective
 as 1-RF (linear path, independent coupling), so one run stands for both.
 
@@ -9,7 +9,7 @@ t ∈ [0, 1] frame, from 2,000 noise samples, RK4 with 64 steps; an LMM's ODE fo
 ``v(x, t, 1) = (f(x, t) − x)/(1 − t)``. Figure: per model, the velocity field at t = 0 ("initial flow"), at
 t = 0.5 ("mid-step flow") and 300 trajectories.
 
-CPU budget: about 25 minutes on 2 cores for the training (shared with ``lmm_quality.py``), 1 minute here.
+CPU budget: about 20 minutes on one core for the training (shared with ``lmm_quality.py``), 1 minute here.
     python benchmarks/lmm_table1.py      # writes docs/benchmarks/lmm_table1.{md,json,png}
 """
 
@@ -23,10 +23,10 @@ from flowmaps.evaluate import markdown_table, noise, save_rows
 from flowmaps.metrics import straightness, trajectories
 from flowmaps.plots import plt, save_figure
 
-NAMES = ["EDM (teacher)", "1-RF (CFM, linear path)", "BOT-CFM B=256", "BOT-CFM B=1024", "2-RF (reflow on pairs)",
+NAMES = ["EDM (teacher)", "1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)",
          "LMM"]
 SEED_TABLE = {"EDM (teacher)": 0.0397, "1-RF (CFM, linear path)": "0.043 (1-RF) / 0.0417 (OT-CFM)",
-              "BOT-CFM B=256": 0.030, "BOT-CFM B=1024": 0.030, "2-RF (reflow on pairs)": 0.00135, "LMM": 0.00183}
+              "BOT-CFM B=64": 0.030, "BOT-CFM B=256": 0.030, "2-RF (reflow on pairs)": 0.00135, "LMM": 0.00183}
 
 
 def main() -> None:

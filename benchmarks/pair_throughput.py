@@ -1,11 +1,11 @@
 """Pair generation throughput against the teacher's raw forward throughput, side by side.
 
-Teacher: a freshly initialised velocity MLP of the benchmark size (256×3, 2-D; the weights do not change the
+Teacher: a freshly initialised velocity MLP of the benchmark size (128×3, 2-D; the weights do not change the
 cost) saved as a run; sampler: EDM Heun, 18 steps = 35 NFE. "Raw": ``teacher_sampler`` on noise already in
 memory, batch after batch, nothing written. "Pairs": ``generate_pairs`` end to end (per-sample seeded noise,
 the same sampler, shards written atomically, sha256, manifest). The same N, batch size and thread count;
 the issue's target is pairs within 10% of raw (I/O must not dominate). Two repeats, best of each.
-CPU budget: about 2 minutes on 2 cores.
+CPU budget: about 2 minutes on one core.
     python benchmarks/pair_throughput.py     # writes docs/benchmarks/pair_throughput.{md,json}
 """
 
@@ -31,10 +31,10 @@ N, BATCH, SHARD = 16_384, 4096, 8192
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp())
     try:
-        cfg = parse_config({"data": {"kind": "toy", "name": "checker"}, "model": {"width": 256, "depth": 3},
+        cfg = parse_config({"data": {"kind": "toy", "name": "checker"}, "model": {"width": 128, "depth": 3},
                             "objective": {"method": "edm"}, "train": {"steps": 1, "batch_size": 16}})
         train(cfg, tmp / "teacher", progress=False)
         teacher = run_teacher(tmp / "teacher", "edm", 18)
@@ -54,7 +54,7 @@ def main() -> None:
                 {"what": "flowmaps pairs end to end", "samples_per_s": max(pairs)},
                 {"what": "pairs / raw", "samples_per_s": max(pairs) / max(raw)}]
         save_rows(ROOT_DIR / "docs" / "benchmarks" / "pair_throughput", rows)
-        print(markdown_table(rows, f"Pair generation, N={N}, batch {BATCH}, MLP 256×3, EDM Heun 35 NFE, 2 threads"))
+        print(markdown_table(rows, f"Pair generation, N={N}, batch {BATCH}, MLP 128×3, EDM Heun 35 NFE, 1 thread"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
