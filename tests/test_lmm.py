@@ -102,6 +102,11 @@ def test_line_sampler_with_exact_endpoint_map_walks_the_straight_line():
     want = a * S0 * torch.sqrt(((1 - u) ** 2 + u**2 * a**2)) / ((1 - u) + u * a)
     assert torch.allclose(xs.mean(0), mu, atol=0.02) and torch.allclose(xs.std(0), want, rtol=0.02)
     assert not torch.allclose(want, std, rtol=0.05)
+    # evaluation draws the re-noising stream apart from the initial noise of the same seed
+    from flowmaps.evaluate import noise, run_sampler
+
+    x0 = noise(model, 1000, (2,), seed=3).double()
+    assert not torch.allclose(run_sampler(model, x0, "renoise", 2, seed=3).x, run_sampler(model, x0, "map", 2, seed=3).x)
 
 
 def test_adaptive_weight_matches_hand_computation():
