@@ -153,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also follow the options: flowmaps train CFG --out R train.steps=9
+        if args.command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     for n in ("n",):
         if getattr(args, n, None) is not None and getattr(args, n) < 1:
             print(f"flowmaps: error: --{n} must be >= 1", file=sys.stderr)

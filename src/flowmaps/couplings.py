@@ -36,7 +36,7 @@ def sinkhorn_permutation(x0: Tensor, x1: Tensor, reg: float = 0.05, generator: t
     cost = _cost(x0, x1)
     n = cost.shape[0]
     w = np.full(n, 1.0 / n)
-    plan = ot.sinkhorn(w, w, cost / cost.mean(), reg, method="sinkhorn_log")
+    plan = ot.sinkhorn(w, w, cost / cost.mean(), reg, method="sinkhorn_log", numItermax=5000, stopThr=1e-6)
     u = torch.rand(n, n, generator=generator, dtype=torch.float64).numpy().clip(1e-12, 1 - 1e-12)
     gumbel = -np.log(-np.log(u))
     _, cols = linear_sum_assignment(-(np.log(plan + 1e-300) + gumbel))

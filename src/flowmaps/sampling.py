@@ -15,7 +15,7 @@ from torchdiffeq import odeint
 from .paths import sigma_to_t
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
-SOLVERS = ("euler", "heun", "rk4", "adaptive")
+SOLVERS = ("euler", "heun", "rk4", "adaptive", "edm")
 
 
 @dataclass
@@ -205,7 +205,8 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
 
     ``map`` composes the model's own steps (:func:`compose`); ``renoise`` adds consistency-style fresh noise;
     ``euler``/``heun``/``rk4`` integrate the model's velocity on the grid; ``adaptive`` ignores the grid's
-    interior points.
+    interior points; ``edm`` is EDM's deterministic sampler: Heun on the ρ-schedule with as many steps as the
+    grid, the last one an Euler step (18 steps = 35 NFE).
     """
     grid = uniform_grid(1) if grid is None else check_grid(grid)
     if solver in ("map", "renoise"):
@@ -216,4 +217,8 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
 
     if solver == "adaptive":
         return solve_adaptive(vel, x0, float(grid[0]), float(grid[-1]), rtol=rtol, atol=atol)
+    if solver == "edm":
+        return solve(vel, x0, edm_grid(len(grid) - 1, model.sigma0), "heun", final_correction=False)
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose map, renoise or one of {', '.join(SOLVERS)}")
     return solve(vel, x0, grid, solver)

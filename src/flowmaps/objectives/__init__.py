@@ -71,6 +71,8 @@ def registry() -> dict[str, type[Objective]]:
 
 def objective_class(method: str | None) -> type[Objective]:
     methods = registry()
+    if method is None:
+        raise ValueError(f"objective.method is missing; choose one of {', '.join(sorted(methods))}")
     if method not in methods:
         raise ValueError(f"unknown objective method {method!r}; choose one of {', '.join(sorted(methods))}")
     return methods[method]
