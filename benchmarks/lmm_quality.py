@@ -7,7 +7,7 @@ LMM grids: subsets of EDM's 18-step σ grid (indices 0 and 0,1, started from ``�
 constant-speed grids (uniform in t from 0). Baselines: Euler on uniform grids. Runs: ``lmm_runs.py``.
 Targets (the issue's): LMM N = 2 within 1.1× and N = 1 within 1.2× of the teacher's 35-NFE KL.
 
-CPU budget: the shared training (about 20 minutes on one core, see ``lmm_runs.py``), then 2 minutes here.
+CPU budget: the shared training (about 10 minutes on one core, see ``lmm_runs.py``), then 3 minutes here.
     python benchmarks/lmm_quality.py     # writes docs/benchmarks/lmm_quality.{md,json}
 """
 

@@ -4,7 +4,7 @@ Problem: the checkerboard (uniform on the 8 squares ``(ix + iy) % 2 == 0`` of a 
 base ``N(0, σ0² I)`` with σ0 = the data's std. Teacher: EDM (``configs/checker_edm.yaml``), pairs from its
 Heun sampler (18 steps, 35 NFE). Every model is an MLP 128×3 trained ``STEPS`` = 2,000 steps of batch 512
 (RAdam, cosine, EMA; the recipes are the ``configs/checker_*.yaml`` files with ``train.steps`` shortened to fit
-a CPU budget of about 20 minutes on one shared core). BOT-CFM uses B = 64 and 256 (its OT batch is its
+a CPU budget of about 10 minutes on one shared core). BOT-CFM uses B = 64 and 256 (its OT batch is its
 training batch; an exact 1024×1024 assignment costs about 2 s per step on this CPU).
 Rerunning skips what is finished (runs resume, the pair store resumes).
 """

@@ -9,7 +9,7 @@ t ∈ [0, 1] frame, from 2,000 noise samples, RK4 with 64 steps; an LMM's ODE fo
 ``v(x, t, 1) = (f(x, t) − x)/(1 − t)``. Figure: per model, the velocity field at t = 0 ("initial flow"), at
 t = 0.5 ("mid-step flow") and 300 trajectories.
 
-CPU budget: about 20 minutes on one core for the training (shared with ``lmm_quality.py``), 1 minute here.
+CPU budget: about 10 minutes on one core for the training (shared with ``lmm_quality.py``), 2 minutes here.
     python benchmarks/lmm_table1.py      # writes docs/benchmarks/lmm_table1.{md,json,png}
 """
 

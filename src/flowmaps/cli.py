@@ -25,6 +25,16 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _indices(text: str) -> list[int]:
+    try:
+        idx = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"indices must be integers like 0,1, got {text!r}") from None
+    if not idx or min(idx) < 0 or max(idx) > 17:
+        raise argparse.ArgumentTypeError(f"indices must lie in 0..17, got {text!r}")
+    return idx
+
+
 def cmd_train(args) -> None:
     from .train import train
 
@@ -66,7 +76,16 @@ def cmd_sample(args) -> None:
     run = load_run(args.run)
     x0 = noise(run.model, args.n, run.source.shape, args.seed)
     solver = args.solver or ("euler" if run.model.kind == "velocity" else "map")
-    s = run_sampler(run.model, x0, solver, args.steps, args.seed)
+    if args.edm_steps:  # the lines-matching grids: a subset of EDM's 18-step σ schedule, from α_{t0} x0
+        import torch
+
+        from .sampling import edm_subset_grid, sample, start_state
+
+        grid = edm_subset_grid(args.edm_steps, run.model.sigma0)
+        torch.manual_seed(args.seed + 1_000_003)
+        s = sample(run.model, start_state(run.model, x0, grid), grid, solver=solver)
+    else:
+        s = run_sampler(run.model, x0, solver, args.steps, args.seed)
     if out.suffix == ".npy":
         from .data.arrays import save_array
 
@@ -130,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a run")
     s.add_argument("run")
     s.add_argument("--steps", type=int, default=1, help="number of steps (uniform grid)")
+    s.add_argument("--edm-steps", type=_indices, help="instead of --steps: indices into EDM's 18-step σ grid, "
+                   "e.g. 0,1 (lines matching's 2-step sampler)")
     s.add_argument("--n", type=int, default=10_000)
     s.add_argument("--solver", help="map | renoise | euler | heun | rk4 | adaptive (default: the model's own)")
     s.add_argument("--seed", type=int, default=0)
