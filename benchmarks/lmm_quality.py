@@ -22,7 +22,7 @@ from flowmaps.sampling import constant_speed_grid, edm_subset_grid, sample, solv
 
 N = 64_000
 BASELINES = ["1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)"]
-LMMS = ["LMM", "LMM + adversarial"]
+LMMS = ["LMM", "LMM + adversarial", "LMM + SOT (idx 0,1)"]  # SOT: trained only at the 2-step sampler's times
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ RUNS = {
     "2-RF (reflow on pairs)": ("checker_rf2", []),
     "LMM": ("checker_lmm", []),
     "LMM + adversarial": ("checker_lmm_adv", [f"objective.adv_start={int(0.7 * STEPS)}"]),
+    "LMM + SOT (idx 0,1)": ("checker_lmm", ["objective.time=sot", "objective.sot_steps=[0,1]"]),
 }
 
 
