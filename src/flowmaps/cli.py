@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | sample | eval | demo``.
+"""Command line: ``flowmaps train | pairs | sample | eval | demo``.
 
 Every user error (arguments, config, data, checkpoint, existing output) prints one line
 ``flowmaps: error: …`` and exits with status 2, before anything on disk is written or overwritten.
@@ -70,6 +70,16 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _indices(text: str) -> list[int]:
+    try:
+        idx = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"indices must be integers like 0,1, got {text!r}") from None
+    if not idx or min(idx) < 0 or max(idx) > 17:
+        raise argparse.ArgumentTypeError(f"indices must lie in 0..17, got {text!r}")
+    return idx
+
+
 def cmd_train(args) -> None:
     from .train import train
 
@@ -77,6 +87,26 @@ def cmd_train(args) -> None:
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(f"run written to {out}")
+
+
+def cmd_pairs(args) -> None:
+    from .pairs import generate_pairs, run_teacher, shard_name, verify_store
+
+    if args.verify:
+        bad = verify_store(args.out, full=True, check_noise=True)
+        if bad:
+            names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
+            raise ValueError(f"{args.out}: damaged shards: {names}; rerun with --repair to regenerate them")
+        print(f"{args.out}: every shard matches its sha256 and its noise seeds")
+        return
+    if args.n is None:
+        raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
+    teacher = run_teacher(args.teacher, args.solver, args.steps, device=args.device)
+    m = generate_pairs(teacher, args.n, args.out, seed=args.seed, solver=args.solver, steps=args.steps,
+                       shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
+                       progress=not args.quiet)
+    state = "complete" if m["complete"] else "incomplete"
+    print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {args.out}")
 
 
 def cmd_sample(args) -> None:
@@ -91,7 +121,16 @@ def cmd_sample(args) -> None:
     run = load_run(args.run)
     x0 = noise(run.model, args.n, run.source.shape, args.seed)
     solver = args.solver or ("euler" if run.model.kind == "velocity" else "map")
-    s = run_sampler(run.model, x0, solver, args.steps, args.seed, grid=args.grid)
+    if args.edm_steps:  # the lines-matching grids: a subset of EDM's 18-step σ schedule, from α_{t0} x0
+        import torch
+
+        from .sampling import edm_subset_grid, sample, start_state
+
+        grid = edm_subset_grid(args.edm_steps, run.model.sigma0)
+        torch.manual_seed(args.seed + 1_000_003)
+        s = sample(run.model, start_state(run.model, x0, grid), grid, solver=solver)
+    else:
+        s = run_sampler(run.model, x0, solver, args.steps, args.seed, grid=args.grid)
     if out.suffix == ".npy":
         from .data.arrays import save_array
 
@@ -139,10 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
+    pr.add_argument("teacher", help="teacher run directory")
+    pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
+    pr.add_argument("--out", required=True, help="store directory (created, or resumed if it holds this teacher's pairs)")
+    pr.add_argument("--solver", default="edm", help="edm (Heun on EDM's σ grid) | euler | heun | rk4 | adaptive | map")
+    pr.add_argument("--steps", type=int, default=18, help="solver steps (edm: 18 steps = 35 NFE)")
+    pr.add_argument("--seed", type=int, default=0, help="noise seed: z_i comes from seed·2^32 + i")
+    pr.add_argument("--shard-size", type=int, help="pairs per shard file (default: the store's, else 65536)")
+    pr.add_argument("--batch-size", type=int, default=8192, help="pairs per teacher batch")
+    pr.add_argument("--repair", action="store_true", help="regenerate shards that are missing, truncated or corrupt")
+    pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_pairs)
+
     s = sub.add_parser("sample", help="draw samples from a run")
     s.add_argument("run")
     s.add_argument("--steps", type=_positive, default=1, help="number of steps (uniform grid)")
     s.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
+    s.add_argument("--edm-steps", type=_indices, help="instead of --steps: indices into EDM's 18-step σ grid, "
+                   "e.g. 0,1 (lines matching's 2-step sampler)")
     s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help="map | renoise | euler | heun | rk4 | adaptive (default: the model's own)")
     s.add_argument("--seed", type=int, default=0)

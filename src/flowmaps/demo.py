@@ -2,7 +2,8 @@
 
 Each stage trains one run under ``OUT/<stage>`` from a recipe in ``configs/`` (made shorter with ``--fast``),
 evaluates it, and the demo writes ``OUT/samples.png`` (the same noise through every model at N = 1, 2, 4)
-and ``OUT/metrics.md``.
+and ``OUT/metrics.md``. Stages: a flow-matching teacher; then lines matching: teacher pairs in ``OUT/pairs``
+(EDM Heun, 35 NFE) and an LMM on them, sampled along its lines and consistency-style.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from .config import parse_config
 from .evaluate import evaluate, markdown_table, noise, run_sampler, save_rows
+from .pairs import generate_pairs, run_teacher
 from .plots import scatter_panels
 from .runs import load_run
 from .train import train
@@ -25,6 +27,14 @@ TEACHER = {
     "train": {"steps": 4000, "batch_size": 2048, "lr": 1e-3, "schedule": "cosine", "warmup": 100,
               "log_every": 100, "ckpt_every": 1000},
 }
+LMM = {
+    "seed": 0,
+    "model": {"net": "mlp", "width": 256, "depth": 3},
+    "objective": {"method": "lmm", "time": "uniform"},
+    "train": {"steps": 3000, "batch_size": 1024, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
+              "log_every": 100, "ckpt_every": 1000},
+}
+PAIRS = 20_000
 STEPS = [1, 2, 4]
 
 
@@ -41,6 +51,11 @@ def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) 
     stages = {"teacher": TEACHER}
     runs = {name: load_run(_stage(name, tree, out, fast, progress)) for name, tree in stages.items()}
     teacher = runs["teacher"]
+    pairs = out / "pairs"  # lines matching: teacher -> pairs (EDM Heun, 35 NFE) -> LMM
+    print(f"[demo] pairs: {PAIRS if not fast else 2000} teacher pairs -> {pairs}")
+    generate_pairs(run_teacher(out / "teacher", "edm", 18), 2000 if fast else PAIRS, pairs, shard_size=8192,
+                   progress=progress)
+    runs["lmm"] = load_run(_stage("lmm", {**LMM, "data": {"kind": "pairs", "path": str(pairs)}}, out, fast, progress))
     n = 4000 if fast else n
     x0 = noise(teacher.model, n, teacher.source.shape, seed=1)
     target = teacher.source.reference(n)

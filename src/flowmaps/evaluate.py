@@ -32,9 +32,12 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
 
 def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed: int = 0,
                 grid: Tensor | None = None) -> Samples:
-    """``steps`` uniform steps of ``solver``, or the given time ``grid`` (``adaptive``: steps is ignored);
-    fixed seed for re-noising."""
-    torch.manual_seed(seed)
+    """``steps`` uniform steps of ``solver``, or the given time ``grid`` (``adaptive``: steps is ignored).
+
+    The re-noising stream is offset from ``seed``: :func:`noise` draws x0 from ``seed`` itself, and fresh
+    noise equal to x0 would turn consistency-style sampling into the deterministic line sampler.
+    """
+    torch.manual_seed(seed + 1_000_003)
     return sample(model, x0, uniform_grid(steps or 1) if grid is None else grid, solver=solver)
 
 

@@ -99,3 +99,15 @@ def denoiser_to_velocity(denoiser: Denoiser, sigma0: float = 1.0) -> Callable[[T
         return (denoiser(x / tb, t_to_sigma(t, sigma0)) - x) / (1 - tb)
 
     return velocity
+
+
+def velocity_to_denoiser(velocity: Callable[[Tensor, Tensor], Tensor], sigma0: float = 1.0) -> Denoiser:
+    """EDM denoiser of a linear-path velocity, the inverse of :func:`denoiser_to_velocity`:
+    ``D(x_σ; σ) = I_t + (1 - t) b_t(I_t)`` with ``t = σ0/(σ0 + σ)``, ``I_t = t x_σ``."""
+
+    def denoiser(x_sigma: Tensor, sigma: Tensor) -> Tensor:
+        t = sigma_to_t(sigma, sigma0)
+        x = edm_to_linear(x_sigma, sigma, sigma0)
+        return x + bcast(1 - t, x) * velocity(x, t)
+
+    return denoiser

@@ -37,9 +37,10 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...], emb_dim: int) -> nn.Module
 
 
 def resolve_scales(cfg: RunConfig, source: Source) -> tuple[float, float]:
-    """``(σ0, σ_data)``: configured values, else the data's measured standard deviation."""
+    """``(σ0, σ_data)``: configured values, else the source's fixed base scale (teacher pairs), else the data's
+    measured standard deviation."""
     sigma_data = cfg.path.sigma_data or source.sigma_data
-    return cfg.path.sigma0 or sigma_data, sigma_data
+    return cfg.path.sigma0 or source.sigma0 or sigma_data, sigma_data
 
 
 def build_model(cfg: RunConfig, source: Source, kind: str) -> FlowMap:

@@ -60,6 +60,38 @@ def edm_grid(steps: int = 18, sigma0: float = 1.0, **kw) -> Tensor:
     return sigma_to_t(edm_sigmas(steps, **kw), sigma0)
 
 
+EDM_SUBSETS = ((0,), (0, 1), (0, 1, 2), (0, 3, 5), (0, 1, 3, 5))  # the seed's step subsets (NFE 1, 2, 3, 3, 4)
+
+
+def edm_subset_grid(indices: tuple[int, ...] | list[int], sigma0: float = 1.0, steps: int = 18, **kw) -> Tensor:
+    """Few-step grid from a subset of EDM's σ schedule (lines matching: 0 | 0,1 | 0,1,2 | 0,3,5 | 0,1,3,5):
+    ``t = σ0/(σ0 + σ_i)`` for the listed i, then t = 1. Start it from ``α_{t_0} x0`` (see :func:`start_state`)."""
+    idx = sorted(set(int(i) for i in indices))
+    if not idx or idx[0] < 0 or idx[-1] >= steps:
+        raise ValueError(f"EDM step indices must lie in 0..{steps - 1}, got {list(indices)}")
+    t = edm_grid(steps, sigma0, **kw)
+    return torch.cat([t[idx], t[-1:]])
+
+
+def constant_speed_grid(steps: int, sigma0: float = 1.0, sigma_max: float | None = None, frame: str = "t") -> Tensor:
+    """Uniform progress along the straight lines: uniform in t on ``I_t`` (``frame="t"``), or uniform in σ on
+    EDM's ``x_σ = x1 + σ z`` from ``sigma_max`` to 0 (``frame="sigma"``, the seed's VE form), mapped to t."""
+    t0 = 0.0 if sigma_max is None else float(sigma_to_t(sigma_max, sigma0))
+    if frame == "t":
+        return uniform_grid(steps, t0, 1.0)
+    if frame == "sigma":
+        if sigma_max is None:
+            raise ValueError("a grid uniform in sigma needs sigma_max")
+        return sigma_to_t(torch.linspace(sigma_max, 0.0, steps + 1, dtype=torch.float64), sigma0)
+    raise ValueError(f"unknown frame {frame!r}; choose t or sigma")
+
+
+def start_state(model, x0: Tensor, grid: Tensor) -> Tensor:
+    """Sampler input at ``grid[0]`` from noise ``x0``: ``α_{t_0} x0`` (EDM's ``σ_max z``, data term dropped)."""
+    t0 = torch.as_tensor(grid, dtype=torch.float64)[:1]
+    return (model.interp.alpha(t0).to(x0.dtype) * x0) if float(t0) > 0 else x0
+
+
 def check_grid(grid: Tensor | list[float]) -> Tensor:
     """A validated 1-D float64 grid: at least two times, strictly increasing, inside [0, 1]."""
     g = torch.as_tensor(grid, dtype=torch.float64)
@@ -108,6 +140,34 @@ def solve(velocity: Velocity, x: Tensor, grid: Tensor, method: str = "euler", fi
 
 
 @torch.no_grad()
+def solve_edm(velocity: Velocity, x0: Tensor, sigma0: float = 1.0, steps: int = 18, **kw) -> Samples:
+    """EDM's deterministic Heun sampler (Karras et al. 2022, Alg. 1) for a linear-path velocity.
+
+    In EDM's own frame: ``x = σ_max x0/σ0``, ``d_i = (x − D(x; σ_i))/σ_i``, Euler to σ_{i+1} and the trapezoid
+    correction except on the last step (σ_N = 0): ``2·steps − 1`` NFE (35 for 18). ``D`` is the velocity read
+    as a denoiser (:func:`paths.velocity_to_denoiser`); the result at σ = 0 is the data (t = 1).
+    """
+    from .paths import velocity_to_denoiser
+
+    sigmas = edm_sigmas(steps, **kw)
+    f = _Counted(velocity)
+    denoise = velocity_to_denoiser(f, sigma0)
+    x = float(sigmas[0]) / sigma0 * x0
+
+    def d(y: Tensor, sig: float) -> Tensor:
+        return (y - denoise(y, _full(sig, y))) / sig
+
+    for i in range(steps):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        d1 = d(x, s)
+        x_next = x + (s_next - s) * d1
+        if s_next > 0:
+            x_next = x + (s_next - s) * 0.5 * (d1 + d(x_next, s_next))
+        x = x_next
+    return Samples(x, f.nfe)
+
+
+@torch.no_grad()
 def solve_adaptive(velocity: Velocity, x: Tensor, t0: float = 0.0, t1: float = 1.0, rtol: float = 1e-5,
                    atol: float = 1e-5, method: str = "dopri5") -> Samples:
     """Integrate ``dx/dt = velocity(x, t)`` from t0 to t1 with torchdiffeq's adaptive solver."""
@@ -145,8 +205,8 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
 
     ``map`` composes the model's own steps (:func:`compose`); ``renoise`` adds consistency-style fresh noise;
     ``euler``/``heun``/``rk4`` integrate the model's velocity on the grid; ``adaptive`` ignores the grid's
-    interior points; ``edm`` is EDM's deterministic sampler: Heun on the ρ-schedule with as many steps as the
-    grid, the last one an Euler step (18 steps = 35 NFE).
+    interior points; ``edm`` is EDM's deterministic sampler (:func:`solve_edm`) with as many steps as the
+    grid (18 steps = 35 NFE).
     """
     grid = uniform_grid(1) if grid is None else check_grid(grid)
     if solver in ("map", "renoise"):
@@ -158,7 +218,7 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
     if solver == "adaptive":
         return solve_adaptive(vel, x0, float(grid[0]), float(grid[-1]), rtol=rtol, atol=atol)
     if solver == "edm":
-        return solve(vel, x0, edm_grid(len(grid) - 1, model.sigma0), "heun", final_correction=False)
+        return solve_edm(vel, x0, model.sigma0, steps=len(grid) - 1)
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose map, renoise or one of {', '.join(SOLVERS)}")
     return solve(vel, x0, grid, solver)

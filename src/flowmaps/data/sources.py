@@ -23,6 +23,7 @@ class Source:
     bounds: tuple[float, float] | None = None
     mixture: GaussianMixture | None = None
     name: str = ""
+    sigma0: float | None = None  # the base scale the data was made with (teacher pairs), if fixed
     _sampler: object = field(default=None, repr=False)
     _reference: object = field(default=None, repr=False)
 
