@@ -1,9 +1,10 @@
 """Fault injection: SIGKILL a command at random instants, rerun the same command, compare with an uninterrupted run.
 
-    PYTHONPATH=src python benchmarks/fault_injection.py                 # 20 kills of training
+    PYTHONPATH=src python benchmarks/fault_injection.py                 # 20 kills of training, 20 of pairs
     PYTHONPATH=src python benchmarks/fault_injection.py --kills 100 --seed 1 --json out.json
 
-One function per target (``kill_training``; pair generation gets its own, see the marked place below).
+One function per target: ``kill_training`` and ``kill_pairs`` (fields named for training; for pairs,
+"training" means generating and "checkpoint write" a shard write; a resume "from checkpoint" had shards done).
 For training, an uninterrupted reference run is trained once; then fresh runs of the same command
 (``flowmaps train CFG --out RUN --resume``) are killed with SIGKILL, up to ``--per-run`` times each, and
 finished by the same command: a fifth of the kills at a random instant of startup (import, validation,
@@ -14,6 +15,10 @@ run must equal the reference bit for bit (model, EMA, optimizer, objective state
 and its metrics.csv must equal the reference's (all columns but elapsed_s). It reports runs, kills, resumes,
 where the kills landed (startup, training, inside a checkpoint write) and mismatches, which must be 0;
 the exit status is 1 otherwise.
+For pair generation the same is done with ``flowmaps pairs TEACHER --n 3000 --shard-size 100`` on a tiny
+teacher: after every kill each shard the manifest lists must pass its checksum; at the end the store must be
+complete with exactly N distinct indices, every shard's checksum and noise seeds verified, no temporary file,
+and the same shard checksums as the uninterrupted reference store.
 
 Budget: the default 20 kills took 4.4 minutes of wall time (2 minutes of CPU) on 2 shared CPU cores; each
 launch pays the ~2-4 s import of torch. CPU only, one thread per process.
@@ -158,12 +163,114 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
 
 
 # ----- pair generation -----------------------------------------------------------------------------------------
-# >>> PLACE FOR kill_pairs(kills, per_run, seed, work, ...) -> dict, with the same report keys: run
-# >>> `flowmaps pairs ...` uninterrupted once, kill fresh runs of the same command at random instants, rerun
-# >>> until done, and count as mismatches any store that does not hold exactly N distinct indices, has a shard
-# >>> whose checksum fails, or differs from the reference store. Then add it to TARGETS.
+FAULT_CLI = ROOT / "tests" / "fault_cli.py"
 
-TARGETS = {"training": kill_training}
+
+def _store_problems(out: Path, reference: dict, n: int) -> list[str]:
+    """Why the store at ``out`` is not the reference store (empty if it is)."""
+    from flowmaps.pairs import read_manifest, verify_store
+
+    m = read_manifest(out)
+    problems = [f"shard {k}: {why}" for k, why in verify_store(out, full=True, check_noise=True).items()]
+    if not m["complete"]:
+        problems.append("incomplete")
+    starts = sorted(e["start"] for e in m["shards"].values())
+    if sum(e["rows"] for e in m["shards"].values()) != n or len(set(starts)) != len(starts):
+        problems.append("not exactly N distinct indices")
+    if {k: e["sha256"] for k, e in m["shards"].items()} != {k: e["sha256"] for k, e in reference["shards"].items()}:
+        problems.append("shards differ from the reference")
+    if any(p.name.endswith(".tmp") for p in out.iterdir()):
+        problems.append("temporary file left")
+    return problems
+
+
+def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | None = None, n: int = 3000,
+               startup_share: float = 0.2, write_share: float = 0.2) -> dict:
+    """Kill ``flowmaps pairs`` ``kills`` times at random instants over fresh stores; count mismatches.
+
+    The teacher is a tiny flow-matching run trained once; the command runs through ``tests/fault_cli.py`` with
+    each shard's temporary file held 20 ms before its rename, so kills land inside atomic writes too.
+    """
+    from flowmaps.pairs import read_manifest
+
+    rng = random.Random(seed)
+    work = Path(work or tempfile.mkdtemp(prefix="fault_pairs_"))
+    teacher = work / "teacher"
+    if not (teacher / CKPT).exists():
+        shutil.rmtree(teacher, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "flowmaps.cli", "train", str(CONFIG), *TINY, "train.steps=30",
+                        "--out", str(teacher), "--quiet"], env=_env(), check=True, stdout=subprocess.DEVNULL)
+    env = {**_env(), "FAULT_SLOW_WRITE": "0.02"}
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, str(FAULT_CLI), "pairs", str(teacher), "--n", str(n), "--out", str(out),
+                "--shard-size", "100", "--batch-size", "50", "--solver", "rk4", "--steps", "40", "--quiet"]
+
+    ref = work / "reference"
+    shutil.rmtree(ref, ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command(ref), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not (ref / "manifest.json").exists() and proc.poll() is None:
+        time.sleep(0.005)
+    startup_s = time.perf_counter() - t0
+    if proc.wait() != 0:
+        raise RuntimeError(f"reference run failed: {proc.stderr.read().decode()[-500:]}")
+    wall = time.perf_counter() - t0
+    gen_s = wall - startup_s
+    reference = read_manifest(ref)
+
+    report = {"target": "pairs", "runs": 0, "kills": 0, "resumes": 0, "resumes_from_checkpoint": 0,
+              "kills_in_startup": 0, "kills_in_training": 0, "kills_inside_checkpoint_write": 0,
+              "unloadable_after_kill": 0, "failed_commands": 0, "mismatches": 0, "mismatch_details": [],
+              "reference_pairs": n, "reference_wall_s": round(wall, 2)}
+    while report["kills"] < kills:
+        out = work / f"store{report['runs']:03d}"
+        shutil.rmtree(out, ignore_errors=True)
+        report["runs"] += 1
+        killed_here = 0
+        temp = lambda: out.exists() and any(p.name.endswith(".tmp") for p in out.iterdir())  # noqa: E731
+        while True:
+            done = len(read_manifest(out)["shards"]) * 100 if (out / "manifest.json").exists() else 0
+            if killed_here:
+                report["resumes"] += 1
+                report["resumes_from_checkpoint"] += int(done > 0)
+            proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if killed_here >= per_run or report["kills"] >= kills:
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    report["failed_commands"] += 1
+                    report["mismatch_details"].append(f"{out.name}: exit {proc.returncode}: {err.decode()[-300:]}")
+                break
+            phase = rng.random()
+            if phase < startup_share:
+                _kill_at(proc, lambda: True, rng.uniform(0, startup_s))
+            elif phase < startup_share + write_share:
+                _kill_at(proc, temp, 0.0, poll=0.0005)
+            else:
+                _kill_at(proc, lambda: (out / "manifest.json").exists(), rng.uniform(0, gen_s * (1 - done / n)))
+            if proc.returncode != -signal.SIGKILL:
+                if proc.returncode != 0:
+                    report["failed_commands"] += 1
+                break
+            killed_here += 1
+            report["kills"] += 1
+            report["kills_inside_checkpoint_write"] += int(temp())
+            report["kills_in_startup" if phase < startup_share else "kills_in_training"] += 1
+            if (out / "manifest.json").exists():
+                from flowmaps.pairs import verify_store
+
+                bad = verify_store(out, full=True)
+                if bad:
+                    report["unloadable_after_kill"] += 1
+                    report["mismatch_details"].append(f"{out.name}: {bad}")
+        problems = _store_problems(out, reference, n) if (out / "manifest.json").exists() else ["no store"]
+        if problems:
+            report["mismatches"] += 1
+            report["mismatch_details"].append(f"{out.name}: {problems}")
+    return report
+
+
+TARGETS = {"training": kill_training, "pairs": kill_pairs}
 
 
 def main(argv: list[str] | None = None) -> int:

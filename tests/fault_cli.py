@@ -5,11 +5,16 @@
 - ``critic_fm``: flow matching weighted by a small critic that trains itself with its own Adam inside
   ``loss`` (as an adversarial objective does), so a resume is exact only if the objective's ``state_dict``
   and ``train_state`` (the critic optimizer) and the RNG it draws from are all restored.
+
+With ``FAULT_SLOW_WRITE=SECONDS`` in the environment, every pair shard's temporary file stays unrenamed that
+long, so a test can kill ``flowmaps pairs`` inside the atomic write.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import torch
 from torch import nn
@@ -63,6 +68,17 @@ class CriticFM(FM):
 METHODS = {"nan_fm": NanFM, "critic_fm": CriticFM}
 _registry = objectives.registry
 objectives.registry = lambda: {**_registry(), **METHODS}
+
+if os.environ.get("FAULT_SLOW_WRITE"):
+    import flowmaps.pairs as pairs
+
+    _save = pairs._save
+
+    def _slow_save(path, rows):
+        _save(path, rows)
+        time.sleep(float(os.environ["FAULT_SLOW_WRITE"]))
+
+    pairs._save = _slow_save
 
 if __name__ == "__main__":
     from flowmaps.cli import main

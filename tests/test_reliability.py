@@ -35,7 +35,8 @@ import flowmaps.cli
 import flowmaps.evaluate  # noqa: F401  (imported before forking, as the commands need them)
 import flowmaps.runs  # noqa: F401
 import flowmaps.train  # noqa: F401
-from flowmaps.checkpoint import load_state, save_state, state_diff
+from flowmaps.checkpoint import load_state, lock_folder, save_state, state_diff
+from flowmaps.pairs import read_manifest, verify_store
 from flowmaps.config import dump_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +89,8 @@ def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedP
         return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), "", err.read())
 
 
-def launch(*args, fault: bool = False) -> subprocess.Popen:
-    return subprocess.Popen(_cmd(args, fault), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def launch(*args, fault: bool = False, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(_cmd(args, fault), env={**ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -210,7 +211,7 @@ def test_a_run_directory_in_use_is_refused(tmp_path, fm_run, tiny_cfg):
     run = tmp_path / "run"
     shutil.copytree(fm_run, run)
     before = snapshot(run)
-    lock = flowmaps.train._lock(run)
+    lock = lock_folder(run, "held by the test")
     try:
         r = forked_cli("train", tiny_cfg, "--out", run, "--quiet", "--resume", "train.steps=30", "train.ckpt_every=10")
     finally:
@@ -218,6 +219,52 @@ def test_a_run_directory_in_use_is_refused(tmp_path, fm_run, tiny_cfg):
     assert r.returncode == 2
     assert error_line(r) == f"flowmaps: error: {run}: another process is training into this run directory"
     assert snapshot(run) == before
+
+
+def _pairs_args(teacher: Path, out: Path) -> list:
+    return ["pairs", teacher, "--n", "600", "--out", out, "--shard-size", "50", "--batch-size", "25",
+            "--solver", "rk4", "--steps", "40", "--quiet"]
+
+
+def test_kill9_during_pair_generation_then_resume_gives_the_reference_store(tmp_path, fm_run):
+    """SIGKILL `flowmaps pairs` at startup, between shards and inside a shard write; the same command then ends
+    with exactly N distinct indices, every shard's checksum and noise verified, equal to an uninterrupted store."""
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    r = forked_cli(*_pairs_args(fm_run, ref))
+    assert r.returncode == 0, r.stderr
+    shards = lambda: len(read_manifest(out)["shards"]) if (out / "manifest.json").exists() else 0  # noqa: E731
+    temp = lambda: out.exists() and any(q.name.endswith(".tmp") for q in out.iterdir())  # noqa: E731
+    kills = [lambda: (out / "manifest.json").exists(),  # before any shard
+             lambda: shards() >= 2,  # between shards
+             temp]  # inside a shard's atomic write
+    for cond in kills:
+        p = launch(*_pairs_args(fm_run, out), fault=True, FAULT_SLOW_WRITE="0.3")
+        wait_for(cond, p)
+        p.send_signal(signal.SIGKILL)
+        assert p.wait() == -signal.SIGKILL
+        assert verify_store(out, full=True) == {}  # what the manifest lists is intact after every kill
+    assert not read_manifest(out)["complete"]
+    r = forked_cli(*_pairs_args(fm_run, out))
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)
+    assert m["complete"] and sum(e["rows"] for e in m["shards"].values()) == 600
+    assert sorted(e["start"] for e in m["shards"].values()) == list(range(0, 600, 50))  # every index once
+    assert verify_store(out, full=True, check_noise=True) == {}
+    assert {k: v for k, v in snapshot(out).items() if k != "manifest.json"} == \
+        {k: v for k, v in snapshot(ref).items() if k != "manifest.json"}  # shards bit-identical, no temp left
+
+
+def test_a_pair_store_in_use_is_refused(tmp_path, fm_run):
+    out = tmp_path / "store"
+    out.mkdir()
+    lock = lock_folder(out, "held by the test")
+    try:
+        r = forked_cli(*_pairs_args(fm_run, out))
+    finally:
+        lock.close()
+    assert r.returncode == 2
+    assert error_line(r) == f"flowmaps: error: {out}: another process is writing this pair store"
+    assert [q.name for q in out.iterdir()] == [".lock"]
 
 
 # ----- non-finite loss and gradients ------------------------------------------------------------------------

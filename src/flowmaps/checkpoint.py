@@ -19,7 +19,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .config import ConfigError
+
 TMP_SUFFIX = ".tmp"
+LOCK_FILE = ".lock"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -103,6 +106,25 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 def is_temp_file(path: Path) -> bool:
     """Whether ``path`` is a leftover of an interrupted :func:`atomic_write`."""
     return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
+
+
+def lock_folder(folder: Path, busy: str):
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file) while the returned file is open.
+
+    The kernel releases it when the process ends, even by SIGKILL. ``busy`` is the error when another
+    process holds it. Returns None where ``fcntl`` does not exist (no lock).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(Path(folder) / LOCK_FILE, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"{folder}: {busy}") from None
+    return f
 
 
 def remove_stale_temp(folder: str | Path) -> list[Path]:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
+from .checkpoint import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp
 from .config import ConfigError, DataConfig
 from .data.sources import Source, build_source
 from .sampling import edm_grid, sample, solve_edm, uniform_grid
@@ -222,6 +222,24 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
             "sigma0": teacher.sigma0, "dtype": "float32", "layout": "(rows, 2, *shape): [:,0]=z, [:,1]=phi(z)",
             "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
             "shards": {}, "complete": False}
+    if root.exists() and not (root / MANIFEST).exists() and any(
+            p.name != LOCK_FILE and not is_temp_file(p) for p in root.iterdir()):
+        raise PairStoreError(f"{root}: exists and is not a pair store; choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(root, "another process is writing this pair store")
+    try:
+        remove_stale_temp(root)  # left by a write that was killed
+        return _generate(teacher, n, root, seed, solver, steps, shard_size, batch_size, repair, progress,
+                         stop_after, want, nfe)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _generate(teacher: Teacher, n: int, root: Path, seed: int, solver: str, steps: int, shard_size: int,
+              batch_size: int, repair: bool, progress: bool, stop_after: int | None, want: dict,
+              nfe: int | None) -> dict[str, Any]:
+    """The body of :func:`generate_pairs`, run while holding the store's lock."""
     if (root / MANIFEST).exists():
         m = read_manifest(root)
         _check_manifest(m, want, root)
@@ -232,8 +250,6 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
         for k in bad:
             del m["shards"][str(k)]
             m["complete"] = False
-    elif root.exists() and any(root.iterdir()):
-        raise PairStoreError(f"{root}: exists and is not a pair store; choose another --out")
     else:
         m = want
         _write_manifest(root, m)

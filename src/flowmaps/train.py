@@ -23,13 +23,13 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write, is_temp_file, load_state, remove_stale_temp, save_state
+from .checkpoint import (LOCK_FILE, CheckpointError, atomic_write, is_temp_file, load_state, lock_folder,
+                         remove_stale_temp, save_state)
 from .config import ConfigError, RunConfig, config_diff, dump_config, load_config, parse_config
 from .data.sources import build_source
 from .runs import CHECKPOINT_FILE, CONFIG_FILE, build_model, build_objective
 
 
-LOCK_FILE = ".lock"
 
 
 class NonFiniteError(RuntimeError):
@@ -190,25 +190,10 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"{run_dir}: exists and is not a flowmaps run; choose another --out")
 
 
-def _lock(run_dir: Path):
-    """An exclusive lock on the run directory, released when the process ends (even by SIGKILL)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        return None
-    f = open(run_dir / LOCK_FILE, "a")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise ConfigError(f"{run_dir}: another process is training into this run directory") from None
-    return f
-
-
 def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool):
     """Create and lock the run directory, clear temp files of killed writes, save ``config.yaml``; returns the lock."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(run_dir)
+    lock = lock_folder(run_dir, "another process is training into this run directory")
     saved = run_dir / CONFIG_FILE
     if saved.exists() and not resume:  # another process created the run since check_run_dir
         if lock is not None:
