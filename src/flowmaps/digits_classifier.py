@@ -6,7 +6,8 @@ name: digits``, held-out fraction 0.2, seed 0) and shipped as ``digits_classifie
     python -m flowmaps.digits_classifier --out src/flowmaps/digits_classifier.safetensors
 
 prints the held-out accuracy. Features are the 64-d global-average-pooled last convolution (before the
-linear head). Inputs are (B, 1, H, W) in [−1, 1]; larger digits (16×16, 32×32) are area-averaged to 8×8,
+linear head). Training augments with one-pixel shifts and, for half the batches, the round trip of an
+upsampled digit (bilinear to 16 or 32 pixels, area-averaged back), so upsampled digits read back correctly. Inputs are (B, 1, H, W) in [−1, 1]; larger digits (16×16, 32×32) are area-averaged to 8×8,
 3-channel images averaged over channels.
 """
 
@@ -81,8 +82,19 @@ def shift(x: Tensor, g: torch.Generator) -> Tensor:
     return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
 
 
+def resample(x: Tensor, g: torch.Generator) -> Tensor:
+    """With probability 1/2, the round trip of an upsampled digit: bilinear to 16 or 32 pixels and back to 8."""
+    from .data.images import resize
+
+    if torch.rand((), generator=g) < 0.5:
+        return x
+    size = 16 if torch.rand((), generator=g) < 0.5 else 32
+    return F.adaptive_avg_pool2d(resize(x, size), 8)
+
+
 def train_classifier(steps: int = 3000, batch: int = 128, lr: float = 2e-3, seed: int = 0) -> tuple[DigitsClassifier, float]:
-    """Adam on cross-entropy with one-pixel shifts; returns the net and its held-out accuracy."""
+    """Adam on cross-entropy with one-pixel shifts and upsampling round trips; returns the net and its held-out
+    accuracy."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x, y, xh, yh = digits_split()
@@ -91,7 +103,7 @@ def train_classifier(steps: int = 3000, batch: int = 128, lr: float = 2e-3, seed
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
         idx = torch.randint(len(x), (batch,), generator=g)
-        loss = F.cross_entropy(net(shift(x[idx], g)), y[idx])
+        loss = F.cross_entropy(net(resample(shift(x[idx], g), g)), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
