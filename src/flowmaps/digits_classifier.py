@@ -7,8 +7,9 @@ name: digits``, held-out fraction 0.2, seed 0) and shipped as ``digits_classifie
 
 prints the held-out accuracy. Features are the 64-d global-average-pooled last convolution (before the
 linear head). Training augments with one-pixel shifts and, for half the batches, the round trip of an
-upsampled digit (bilinear to 16 or 32 pixels, area-averaged back), so upsampled digits read back correctly. Inputs are (B, 1, H, W) in [−1, 1]; larger digits (16×16, 32×32) are area-averaged to 8×8,
-3-channel images averaged over channels.
+upsampled digit (bilinear to 16 or 32 pixels, area-averaged back), so upsampled digits read back correctly.
+Inputs are (B, 1, H, W) in [−1, 1]; larger digits (16×16, 32×32) are area-averaged to 8×8, 3-channel images
+averaged over channels.
 """
 
 from __future__ import annotations
