@@ -153,7 +153,8 @@ def cmd_eval(args) -> None:
     run = load_run(args.run)
     e = run.cfg.eval
     solvers = tuple(args.solver.split(",")) if args.solver else None
-    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n or e.n, e.seed, solvers, bins=e.bins)
+    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n or e.n, e.seed, solvers, bins=e.bins,
+                    features=e.features)
     save_rows(run.path / "eval", rows)
     print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
 

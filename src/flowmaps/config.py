@@ -106,6 +106,8 @@ class EvalConfig(Section):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
     seed: int = 1234
     bins: int = Field(50, ge=2)
+    features: list[Literal["digits", "inception"]] | None = Field(
+        None, description="Fréchet-distance features for images; null: digits for 1-channel, inception for RGB")
 
     @model_validator(mode="after")
     def _steps(self) -> EvalConfig:

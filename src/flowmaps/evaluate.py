@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -22,11 +23,30 @@ def noise(model: FlowMap, n: int, shape: tuple[int, ...], seed: int) -> Tensor:
     return model.sigma0 * torch.randn(n, *shape, generator=g)
 
 
-def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: int = 50) -> dict[str, float]:
-    """KL(target ‖ model) on the histogram grid (2-D data with known bounds), W2 and energy distance."""
+def image_features(x: Tensor, features: list[str] | None = None) -> list[str]:
+    """The feature sets of the Fréchet distance for images: ``features`` if given, else the digits classifier
+    for one-channel images and Inception for RGB when its local weights are configured."""
+    if x.dim() != 4:
+        return []
+    if features is not None:
+        return list(features)
+    if x.shape[1] == 1:
+        return ["digits"]
+    return ["inception"] if os.environ.get("FLOWMAPS_INCEPTION_WEIGHTS") else []
+
+
+def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: int = 50,
+            features: list[str] | None = None) -> dict[str, float]:
+    """KL(target ‖ model) on the histogram grid (2-D data with known bounds), W2 and energy distance; for images
+    also the Fréchet distance ``fd_<features>`` (see :func:`image_features`)."""
     out = {"w2": wasserstein2(ref, x), "energy": energy_distance(ref, x)}
     if x.dim() == 2 and x.shape[1] == 2 and bounds is not None:
         out = {"kl": kl_histogram(ref, x, bins=bins, bounds=bounds), **out}
+    feats = image_features(x, features)
+    if feats:
+        from .metrics.frechet import image_metrics
+
+        out = {**image_metrics(x, ref, feats), **out}
     return out
 
 
@@ -42,7 +62,7 @@ def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed
 
 
 def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,
-             adaptive: bool | None = None, bins: int = 50) -> list[dict]:
+             adaptive: bool | None = None, bins: int = 50, features: list[str] | None = None) -> list[dict]:
     """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``."""
     ref = source.reference(n, seed=seed + 1)
     x0 = noise(model, n, source.shape, seed)
@@ -50,10 +70,10 @@ def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234,
     for solver in solvers or DEFAULT_SOLVERS[model.kind]:
         for k in steps:
             s = run_sampler(model, x0, solver, k, seed)
-            rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins)})
+            rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     if adaptive if adaptive is not None else model.kind == "velocity":
         s = run_sampler(model, x0, "adaptive", None)
-        rows.append({"solver": "adaptive", "steps": None, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins)})
+        rows.append({"solver": "adaptive", "steps": None, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     return rows
 
 

@@ -32,7 +32,16 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...], emb_dim: int) -> nn.Module
             raise ConfigError(f"model.net=unet needs image data of shape (C, H, W); the data has shape {shape}")
         from .nets.unet import UNet
 
-        return UNet(shape, emb_dim, num_classes=m.num_classes, **m.options)
+        import inspect
+
+        known = set(inspect.signature(UNet).parameters) - {"shape", "emb_dim", "num_classes"}
+        unknown = sorted(set(m.options) - known)
+        if unknown:
+            raise ConfigError(f"model.options: unknown UNet option(s) {unknown}; known: {sorted(known)}")
+        try:
+            return UNet(shape, emb_dim, num_classes=m.num_classes, **m.options)
+        except ValueError as err:
+            raise ConfigError(f"model.options: {err}") from None
     raise ConfigError(f"unknown network {m.net!r}")
 
 

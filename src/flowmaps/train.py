@@ -134,7 +134,7 @@ class MetricsLog:
 
     def _write_rows(self, path: str, rows: list[dict]) -> None:
         with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
+            w = csv.DictWriter(f, self.fields, restval="")
             w.writeheader()
             w.writerows(rows)
 
@@ -145,6 +145,11 @@ class MetricsLog:
         new = self.fields is None
         if new:
             self.fields = list(row.keys())
+        elif any(k not in self.fields for k in row):  # a column that starts later (e.g. the adversarial terms)
+            with open(self.path, newline="") as f:
+                old = list(csv.DictReader(f))
+            self.fields += [k for k in row if k not in self.fields]
+            atomic_write(self.path, lambda tmp: self._write_rows(tmp, old))
         with open(self.path, "a", newline="") as f:
             w = csv.DictWriter(f, self.fields, extrasaction="ignore")
             if new:

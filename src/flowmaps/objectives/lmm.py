@@ -98,6 +98,13 @@ class LMM(Objective):
             raise ConfigError(f"the pairs' noise has scale σ0={fixed:.6g} but path.sigma0={ctx.sigma0:.6g}; "
                               "leave path.sigma0 null or set it to the store's")
         self._lpips: list[nn.Module] = []  # kept out of state_dict: frozen, loaded from its own file
+        if opts.distance == "lpips":  # load it now, so a missing package or weights file fails before training
+            try:
+                from flowmaps.perceptual import LPIPSDistance
+
+                self._lpips.append(LPIPSDistance(opts.lpips_weights, net=opts.lpips_net).eval().requires_grad_(False))
+            except (ImportError, OSError, ValueError) as err:
+                raise ConfigError(f"objective.distance=lpips: {err}") from None
         self.disc = self.disc_opt = None
         if opts.adversarial:
             if ctx.source is None:
@@ -127,12 +134,6 @@ class LMM(Objective):
             return (a - b).pow(2).flatten(1).mean(1)
         if o.distance == "huber":
             return pseudo_huber(a, b, o.huber_c * a[0].numel() ** 0.5)
-        if not self._lpips:
-            try:
-                from flowmaps.perceptual import LPIPSDistance
-            except ImportError as err:
-                raise ConfigError(f"objective.distance=lpips needs flowmaps.perceptual ({err})") from None
-            self._lpips.append(LPIPSDistance(o.lpips_weights, net=o.lpips_net).eval().requires_grad_(False))
         lp = self._lpips[0].to(a.device)
         return lp(a, b)
 
