@@ -26,9 +26,10 @@ from . import Objective, Options
 def jvp_map(fn, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None, ds: float, dt: float,
             label: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(f(x, s, t), d/dε f(x + ε dx, s + ε ds, t + ε dt)|_{ε=0})`` for ``fn = f`` (the model, i.e. ``X_{s,t}``,
-    or its ``v``), in fp32 with autocast disabled."""
-    x32, s32, t32 = x.float(), s.float(), t.float()
-    dx32 = torch.zeros_like(x32) if dx is None else dx.float()
+    or its ``v``), in fp32 (or the inputs' wider type) with autocast disabled."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x32, s32, t32 = x.to(dtype), s.to(dtype), t.to(dtype)
+    dx32 = torch.zeros_like(x32) if dx is None else dx.to(dtype)
     tangents = (dx32, torch.full_like(s32, float(ds)), torch.full_like(t32, float(dt)))
     with torch.autocast(x.device.type, enabled=False):
         return jvp(lambda a, b, c: fn(a, b, c, label), (x32, s32, t32), tangents)
