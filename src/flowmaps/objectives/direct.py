@@ -55,17 +55,21 @@ class PFMM(MapObjective):
         super().__init__(opts, ctx)
         if opts.square or opts.anneal_steps:
             raise ConfigError("pfmm sets its own range of |t - s| on the triangle: leave square and anneal_steps unset")
-        self.frozen: torch.nn.Module | None = None
+        self._frozen: list[torch.nn.Module] = []  # kept out of state_dict: saved by train_state
         self.round = 0
         self._resumed: dict[str, Any] | None = None
+
+    @property
+    def frozen(self) -> torch.nn.Module | None:
+        return self._frozen[0] if self._frozen else None
 
     def _round(self, model, step: int) -> int:
         """The round of ``step``; at a new round (or after a resume) freeze / restore the copy ``X̌``."""
         r = min(step // self.opts.round_steps, self.opts.rounds - 1)
         if r > 0 and (self.frozen is None or r != self.round):
-            self.frozen = copy.deepcopy(model).requires_grad_(False).eval()
+            self._frozen = [copy.deepcopy(model).requires_grad_(False).eval()]
             if self._resumed is not None and int(self._resumed["round"]) == r:
-                self.frozen.load_state_dict(self._resumed["frozen"])
+                self._frozen[0].load_state_dict(self._resumed["frozen"])
             self._resumed = None
         self.round = r
         return r
@@ -95,7 +99,7 @@ class PFMM(MapObjective):
     def train_state(self) -> dict[str, Any]:
         if self.frozen is None:
             return {}
-        return {"round": torch.tensor(self.round), "frozen": self.frozen.state_dict()}
+        return {"round": torch.tensor(self.round), "frozen": {k: v.clone() for k, v in self.frozen.state_dict().items()}}
 
     def load_train_state(self, state: dict[str, Any]) -> None:
         self._resumed = state or None
