@@ -176,23 +176,26 @@ def test_flowmap_samples_on_any_grid_with_one_nfe_per_step():
 DATA = {"kind": "gmm", "dim": 2, "components": 4, "std": 0.2, "radius": 1.0, "seed": 3}
 
 
-def map_cfg(method, steps=1500, **objective):
-    tree = {"seed": 0, "data": DATA, "model": {"width": 128, "depth": 3, "max_freq": 1.0},
+def map_cfg(method, steps=1500, width=128, batch=512, lr=2e-3, **objective):
+    tree = {"seed": 0, "data": DATA, "model": {"width": width, "depth": 3, "max_freq": 1.0},
             "objective": {"method": method, **objective},
-            "train": {"steps": steps, "batch_size": 512, "lr": 2e-3, "schedule": "cosine", "ema": 0.99,
+            "train": {"steps": steps, "batch_size": batch, "lr": lr, "schedule": "cosine", "ema": 0.99,
                       "log_every": 500, "ckpt_every": steps}}
     if objective_class(method).needs_teacher:
         tree["teacher"] = {"kind": "analytic"}
     return parse_config(tree)
 
 
-# (relative RMS error of X_{0,1}, W2 ratio to the teacher's adaptive solve) each method must reach here
-LEARN = {"lmd": (0.15, 1.5), "lsd": (0.2, 2.0)}
+# (training size, relative RMS error of X_{0,1}, W2 ratio to the analytic teacher's adaptive solve) per method.
+# LSD trains the off-diagonal on a quarter of each batch (η = 0.75) against its own velocity, so at CI size its
+# long jumps lag LMD's (measured: LMD 0.08 and 1.25x; LSD 0.12 and 1.7x, a looser bound, see docs/flowmaps.md).
+LEARN = {"lmd": ({}, 0.15, 1.5), "lsd": ({"steps": 2000, "width": 64, "batch": 1024, "lr": 3e-3}, 0.2, 2.0)}
 
 
 @pytest.mark.parametrize("method", sorted(LEARN))
 def test_flow_map_learns_the_exact_map(method, tmp_path):
-    train(map_cfg(method), tmp_path / "run", progress=False)
+    size, max_err, max_ratio = LEARN[method]
+    train(map_cfg(method, **size), tmp_path / "run", progress=False)
     model = load_run(tmp_path / "run").model
     mix, n = GaussianMixture.random(2, 4, 0.2, 1.0, 3), 2000
     assert model.kind == "flowmap" and model.sigma0 == pytest.approx(mix.std())
@@ -201,7 +204,6 @@ def test_flow_map_learns_the_exact_map(method, tmp_path):
     scale = (exact - exact.mean(0)).pow(2).sum(1).mean().sqrt()
     one = sample(model, z, uniform_grid(1))
     err = (one.x - exact).pow(2).sum(1).mean().sqrt()
-    max_err, max_ratio = LEARN[method]
     assert one.nfe == 1 and err < max_err * scale, (float(err), float(scale))
     ref = mix.sample(n, torch.Generator().manual_seed(5))
     adaptive = solve_adaptive(mix.teacher(LINEAR, model.sigma0), z)
