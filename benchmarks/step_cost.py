@@ -25,11 +25,33 @@ from flowmaps.objectives import Context
 from flowmaps.paths import interpolant
 from flowmaps.runs import build_model, build_objective, resolve_scales
 
-METHODS = ["fm", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
-JVPS = {"fm": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0, "meanflow": 1}
+METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
+JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0, "meanflow": 1}
+
+
+class WithTeacher(torch.nn.Module):
+    """Flow matching plus one no-grad teacher evaluation on the batch: the non-JVP work of a distillation step."""
+
+    kind = "velocity"
+
+    def __init__(self, fm, teacher) -> None:
+        super().__init__()
+        self.fm, self.teacher = fm, teacher
+
+    def extra_parameters(self):
+        return []
+
+    def loss(self, model, batch, step):
+        x1 = batch["x1"]
+        with torch.no_grad():
+            self.teacher(x1, torch.rand(x1.shape[0]))
+        return self.fm.loss(model, batch, step)
 
 
 def setup(method: str, args):
+    if method == "fm+teacher":
+        model, objective, opt, batch = setup("fm", args)
+        return model, WithTeacher(objective, setup("lmd", args)[1].ctx.teacher), opt, batch
     tree = {"seed": 0, "data": {"kind": "toy", "name": "checker"},
             "model": {"net": "mlp", "width": args.width, "depth": args.depth, "max_freq": 1.0},
             "objective": {"method": method}}
@@ -97,8 +119,10 @@ def main() -> None:
             f"Command: `{cmd}`\n\n"
             f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one optimizer step (loss, backward, "
             f"RAdam) timed side by side: median over {args.rounds} rounds of {args.steps} steps each; "
-            f"{meta['threads']} thread(s), torch {meta['torch']}, CPU. `jvps`: forward-mode JVPs per step "
-            "(distillation methods also evaluate a teacher network of the same size).\n\n"
+            f"{meta['threads']} thread(s), torch {meta['torch']}, CPU. `jvps`: forward-mode JVPs per step. "
+            "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "
+            "evaluations): `fm+teacher` is a "
+            "flow-matching step plus that evaluation, so `lmd / (fm+teacher)` is LMD's JVP overhead.\n\n"
             + markdown_table(rows))
     out.with_suffix(".md").write_text(text)
     print(text)
