@@ -115,7 +115,7 @@ def render(result: dict, args, steps: list[int]) -> str:
     best = min(((r["kl"], m) for m, res in result["methods"].items() for r in res["rows"] if r["steps"] == 1),
                default=None)
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher} --steps {args.steps} "
-           f"--batch {args.batch} --n {args.n}")
+           f"--batch {args.batch} --n {args.n} --runs {args.runs} --out {args.out}")
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
             f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",
             f"KL(target ‖ model) on the 50×50 grid over [−1, 1]², {args.n} samples, same noise for every row. "
