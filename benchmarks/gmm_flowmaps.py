@@ -62,7 +62,8 @@ def main() -> None:
                 x = sample(model, z, uniform_grid(k)).x
                 err = (x - exact).pow(2).sum(1).sqrt()
                 w = wasserstein2(ref, x, max_n=args.n)
-                rows.append({"dim": dim, "method": method, "N": k, "rms_err/scale": float(err.pow(2).mean().sqrt()) / scale,
+                rms = float(err.pow(2).mean().sqrt())
+                rows.append({"dim": dim, "method": method, "N": k, "rms_err/scale": rms / scale,
                              "mean_err/scale": float(err.mean()) / scale, "scale": scale, "w2": w,
                              "w2_teacher_adaptive": w_teacher, "w2_ratio": w / w_teacher,
                              "teacher_nfe": adaptive.nfe, "train_s": secs})
@@ -70,7 +71,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    cmd = f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --steps {args.steps} --batch {args.batch} --width {args.width}"
+    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --steps {args.steps} --batch {args.batch} "
+           f"--width {args.width}")
     out.with_suffix(".md").write_text(
         "# Flow maps against the exact flow map of a Gaussian mixture\n\n"
         f"Command: `{cmd}`\n\n"

@@ -23,10 +23,11 @@ from flowmaps.data.sources import build_source
 from flowmaps.evaluate import markdown_table
 from flowmaps.objectives import Context
 from flowmaps.paths import interpolant
-from flowmaps.runs import build_model, build_objective, resolve_scales
+from flowmaps.runs import build_model, resolve_scales
 
 METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
-JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0, "meanflow": 1}
+JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0,
+        "meanflow": 1}
 
 
 class WithTeacher(torch.nn.Module):
@@ -117,7 +118,8 @@ def main() -> None:
         f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch)))
     text = ("# Training-step cost per objective, relative to one flow-matching step\n\n"
             f"Command: `{cmd}`\n\n"
-            f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one optimizer step (loss, backward, "
+            f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one optimizer step "
+            "(loss, backward, "
             f"RAdam) timed side by side: median over {args.rounds} rounds of {args.steps} steps each; "
             f"{meta['threads']} thread(s), torch {meta['torch']}, CPU. `jvps`: forward-mode JVPs per step. "
             "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "

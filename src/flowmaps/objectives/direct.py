@@ -99,7 +99,8 @@ class PFMM(MapObjective):
     def train_state(self) -> dict[str, Any]:
         if self.frozen is None:
             return {}
-        return {"round": torch.tensor(self.round), "frozen": {k: v.clone() for k, v in self.frozen.state_dict().items()}}
+        frozen = {k: v.clone() for k, v in self.frozen.state_dict().items()}
+        return {"round": torch.tensor(self.round), "frozen": frozen}
 
     def load_train_state(self, state: dict[str, Any]) -> None:
         self._resumed = state or None

@@ -42,7 +42,9 @@ def lagrangian(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, label: Tensor 
 
 def eulerian(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b: Tensor | None,
              label: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(X_{s,t}(x), ∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b)``: one JVP with tangent (b, 1, 0) (``b=None``: ∂_s only)."""
+    """``(X_{s,t}(x), ∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b)``: one JVP with tangent (b, 1, 0).
+
+    ``b=None``: ∂_s only."""
     return jvp_map(model, x, s, t, b, 1.0, 0.0, label)
 
 
