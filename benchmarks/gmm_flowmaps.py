@@ -72,7 +72,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --steps {args.steps} --batch {args.batch} "
-           f"--width {args.width}")
+           f"--width {args.width} --runs {args.runs} --out {args.out}")
     out.with_suffix(".md").write_text(
         "# Flow maps against the exact flow map of a Gaussian mixture\n\n"
         f"Command: `{cmd}`\n\n"
