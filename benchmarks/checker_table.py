@@ -5,7 +5,7 @@ Each method trains from ``configs/checker_<method>.yaml`` (distillation methods 
 ``--teacher``) for ``--steps`` steps into ``--runs/<method>`` (resumed if already there), then is sampled with
 the same 64,000 noise draws at each N. KL on the 50×50 grid over [−1, 1]², like the paper.
 
-    OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher runs/checker_fm --steps 1500 --n 20000
+    OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher runs/checker_fm --steps 4000 --n 20000
 
 Runs and their evaluations are kept under ``--runs``, so methods may be trained by several calls in parallel
 (``--methods lsd,lmd …``) and the table assembled by a last call with all of them.
@@ -68,7 +68,7 @@ def fmt(v) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="runs/checker_fm", help="flow-matching teacher run directory")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per method (the CPU budget)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps per method (the CPU budget)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--n", type=int, default=20_000, help="samples per KL (the paper: 64,000)")
     p.add_argument("--methods", default=",".join(METHODS))
