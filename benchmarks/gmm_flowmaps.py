@@ -11,6 +11,7 @@ are compared with the exact map of the same noise (RMS and mean error, relative 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -50,6 +51,9 @@ def main() -> None:
             t0 = time.perf_counter()
             train(parse_config(tree), run_dir, resume=True, progress=False)
             secs = time.perf_counter() - t0
+            with open(run_dir / "metrics.csv", newline="") as f:  # the run's own training time, even if resumed
+                rows_csv = list(csv.DictReader(f))
+            secs = float(rows_csv[-1]["elapsed_s"]) if rows_csv else secs
             run = load_run(run_dir)
             model, mix = run.model, run.source.mixture
             z = model.sigma0 * torch.randn(args.n, dim, generator=torch.Generator().manual_seed(99))
