@@ -60,6 +60,7 @@ class ModelConfig(Section):
     width: int = Field(256, ge=1)
     depth: int = Field(4, ge=1)
     time_dim: int = Field(32, ge=2)
+    max_freq: float = Field(1000.0, ge=1, description="largest time-embedding frequency over π (flow maps: small)")
     act: Literal["gelu", "silu", "relu"] = "gelu"
     num_classes: int = Field(0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="extra network arguments (e.g. UNet)")

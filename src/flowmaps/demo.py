@@ -2,8 +2,10 @@
 
 Each stage trains one run under ``OUT/<stage>`` from a recipe in ``configs/`` (made shorter with ``--fast``),
 evaluates it, and the demo writes ``OUT/samples.png`` (the same noise through every model at N = 1, 2, 4)
-and ``OUT/metrics.md``. Stages: a flow-matching teacher; then lines matching: teacher pairs in ``OUT/pairs``
-(EDM Heun, 35 NFE) and an LMM on them, sampled along its lines and consistency-style.
+and ``OUT/metrics.md``. Stages: a flow-matching teacher; a flow map distilled from it (LMD), sampled by
+composing its own steps, with the NFE it saves against the teacher's adaptive solve; then lines matching:
+teacher pairs in ``OUT/pairs`` (EDM Heun, 35 NFE) and an LMM on them, sampled along its lines and
+consistency-style.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ LMM = {
     "train": {"steps": 3000, "batch_size": 1024, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
               "log_every": 100, "ckpt_every": 1000},
 }
+LMD = {
+    "seed": 0,
+    "data": {"kind": "toy", "name": "checker"},
+    "model": {"net": "mlp", "width": 256, "depth": 3, "max_freq": 1.0},
+    "objective": {"method": "lmd"},
+    "train": {"steps": 2000, "batch_size": 512, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
+              "log_every": 100, "ckpt_every": 1000},
+}
 PAIRS = 20_000
 STEPS = [1, 2, 4]
 
@@ -51,6 +61,8 @@ def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) 
     stages = {"teacher": TEACHER}
     runs = {name: load_run(_stage(name, tree, out, fast, progress)) for name, tree in stages.items()}
     teacher = runs["teacher"]
+    lmd = {**LMD, "teacher": {"kind": "run", "path": str(out / "teacher")}}
+    runs["lmd"] = load_run(_stage("lmd", lmd, out, fast, progress))
     pairs = out / "pairs"  # lines matching: teacher -> pairs (EDM Heun, 35 NFE) -> LMM
     print(f"[demo] pairs: {PAIRS if not fast else 2000} teacher pairs -> {pairs}")
     generate_pairs(run_teacher(out / "teacher", "edm", 18), 2000 if fast else PAIRS, pairs, shard_size=8192,
@@ -70,5 +82,19 @@ def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) 
     scatter_panels(panels, out / "samples.png", teacher.source.bounds, cols=len(STEPS) + 1)
     save_rows(out / "metrics", rows)
     print(markdown_table(rows, "demo: KL(target ‖ model) on the 50×50 grid, W2, energy distance"))
+    print(nfe_saved(rows, "teacher", "lmd"))
     print(f"[demo] wrote {out / 'samples.png'} and {out / 'metrics.md'}")
     return rows
+
+
+def nfe_saved(rows: list[dict], teacher: str, flowmap: str) -> str:
+    """One line per step count: the flow map's KL at N steps (N NFE) beside the teacher's adaptive solve."""
+    ref = next((r for r in rows if r["model"] == teacher and r["solver"] == "adaptive"), None)
+    if ref is None:
+        return ""
+    lines = [f"[demo] teacher, adaptive solver: NFE {ref['nfe']}, KL {ref.get('kl', float('nan')):.3f}"]
+    for r in rows:
+        if r["model"] == flowmap:
+            lines.append(f"[demo] {flowmap} flow map, N = {r['steps']}: NFE {r['nfe']} "
+                         f"({ref['nfe'] / r['nfe']:.0f}x fewer), KL {r.get('kl', float('nan')):.3f}")
+    return "\n".join(lines)

@@ -20,10 +20,14 @@ from .paths import Interpolant, bcast
 KINDS = ("velocity", "flowmap", "endpoint")
 
 
-def sinusoidal(tau: Tensor, dim: int) -> Tensor:
-    """``[sin(ω_k τ), cos(ω_k τ)]`` with ω_k = π · 10^{3k/(dim/2 - 1)}: smooth in τ from period 2 down to 2e-3."""
+def sinusoidal(tau: Tensor, dim: int, max_freq: float = 1000.0) -> Tensor:
+    """``[sin(ω_k τ), cos(ω_k τ)]`` with ω_k = π · F^{k/(dim/2 - 1)}, F = ``max_freq``: periods from 2 down to 2/F.
+
+    ``∂_τ`` of the embedding grows like π F, so flow maps trained through time derivatives (JVP losses) use a
+    small F (``model.max_freq``).
+    """
     half = dim // 2
-    omega = math.pi * torch.logspace(0, 3, half, device=tau.device, dtype=tau.dtype)
+    omega = math.pi * torch.logspace(0, math.log10(max_freq), half, device=tau.device, dtype=tau.dtype)
     arg = tau[:, None] * omega[None]
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
 
@@ -36,11 +40,11 @@ class FlowMap(nn.Module):
     """
 
     def __init__(self, net: nn.Module, interp: Interpolant, sigma0: float = 1.0, sigma_data: float = 1.0,
-                 kind: str = "flowmap", time_dim: int = 32) -> None:
+                 kind: str = "flowmap", time_dim: int = 32, max_freq: float = 1000.0) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
-        self.net, self.interp, self.kind, self.time_dim = net, interp, kind, time_dim
+        self.net, self.interp, self.kind, self.time_dim, self.max_freq = net, interp, kind, time_dim, float(max_freq)
         self.sigma0, self.sigma_data = float(sigma0), float(sigma_data)
         self.c_out = math.sqrt(sigma0**2 + sigma_data**2)
 
@@ -51,7 +55,8 @@ class FlowMap(nn.Module):
     def v(self, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         """The network's (average) velocity ``v_θ(x, s, t)``."""
         c_in = 1.0 / self.interp.std(s, self.sigma0, self.sigma_data)
-        emb = torch.cat([sinusoidal(s, self.time_dim), sinusoidal(t - s, self.time_dim)], dim=1)
+        f = self.max_freq
+        emb = torch.cat([sinusoidal(s, self.time_dim, f), sinusoidal(t - s, self.time_dim, f)], dim=1)
         return self.c_out * self.net(bcast(c_in, x) * x, emb, label)
 
     def forward(self, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:

@@ -56,7 +56,8 @@ def build_model(cfg: RunConfig, source: Source, kind: str) -> FlowMap:
     sigma0, sigma_data = resolve_scales(cfg, source)
     time_dim = cfg.model.time_dim
     net = build_net(cfg, source.shape, 2 * time_dim)
-    return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, kind=kind, time_dim=time_dim)
+    return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, kind=kind, time_dim=time_dim,
+                   max_freq=cfg.model.max_freq)
 
 
 @dataclass

@@ -47,6 +47,10 @@ class Objective(nn.Module):
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the objective trained with the model by the main optimizer (e.g. a learned loss weight)."""
+        return []
+
     def train_state(self) -> dict[str, Any]:
         """State outside ``state_dict`` that a resume needs (e.g. a discriminator's optimizer)."""
         return {}

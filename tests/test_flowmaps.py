@@ -1,0 +1,264 @@
+"""Flow-map objectives: JVP derivatives, losses at the exact flow map, time samplers, learning X_{0,1}, configs."""
+
+import pytest
+import torch
+from torch import nn
+
+from flowmaps.config import ConfigError, parse_config
+from flowmaps.data.sources import mixture_source
+from flowmaps.metrics import wasserstein2
+from flowmaps.models import FlowMap
+from flowmaps.nets.mlp import MLP
+from flowmaps.objectives import Context, objective_class
+from flowmaps.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
+from flowmaps.paths import bcast, interpolant
+from flowmaps.runs import build_objective, load_run
+from flowmaps.sampling import sample, solve_adaptive, uniform_grid
+from flowmaps.teachers import GaussianMixture
+from flowmaps.times import band_pairs, max_gap, sample_times
+from flowmaps.train import train
+
+LINEAR = interpolant("linear")
+
+# ----- a Gaussian -> Gaussian problem with a closed-form flow map ------------------------------------------
+
+MU, C, S0 = torch.tensor([0.7, -0.3]), 0.4, 1.0
+GAUSS = GaussianMixture(MU[None].double(), torch.full((1, 2), C, dtype=torch.float64), torch.ones(1))
+
+
+def sig(t):
+    return torch.sqrt((1 - t) ** 2 * S0**2 + t**2 * C**2)
+
+
+class ExactMap(FlowMap):
+    """``X_{s,t}(x) = m_t + (σ_t/σ_s)(x − m_s)`` (``m_t = t μ``, ``σ_t² = (1−t)² σ0² + t² c²``), written as
+    ``v = μ + k(s,t)(x − s μ)``, ``k = (σ_t − σ_s)/((t − s) σ_s) = (σ0²(t+s−2) + c²(t+s))/(σ_s(σ_t+σ_s))``;
+    ``eps`` perturbs it."""
+
+    def __init__(self, eps: float = 0.0):
+        super().__init__(nn.Identity(), LINEAR, S0, 1.0, kind="flowmap")
+        self.eps = eps
+
+    def v(self, x, s, t, label=None):
+        k = (S0**2 * (t + s - 2) + C**2 * (t + s)) / (sig(s) * (sig(t) + sig(s)))
+        return MU + bcast(k, x) * (x - bcast(s, x) * MU) + self.eps
+
+
+def gauss_objective(method, **opts):
+    ctx = Context(LINEAR, S0, GAUSS.teacher(LINEAR, S0), mixture_source(GAUSS))
+    cls = objective_class(method)
+    return cls(cls.Config(**opts), ctx)
+
+
+def test_exact_map_is_the_ode_flow():
+    x, s = torch.randn(64, 2), 0.5 * torch.rand(64)
+    t = s + 0.5 * torch.rand(64)
+    assert torch.allclose(ExactMap()(x, s, t), GAUSS.flow_map(x, s, t, sigma0=S0), atol=1e-5)
+
+
+# ----- JVPs ------------------------------------------------------------------------------------------------
+
+
+def test_jvp_matches_closed_form():
+    def f(x, s, t, label=None):  # f = x sin(s) t² + s t
+        return x * bcast(torch.sin(s) * t**2, x) + bcast(s * t, x)
+
+    x, s, t, b = torch.randn(16, 3), torch.rand(16), torch.rand(16), torch.randn(16, 3)
+    out, dt = lagrangian(f, x, s, t)
+    assert torch.allclose(out, f(x, s, t)) and dt.dtype == torch.float32
+    assert torch.allclose(dt, x * bcast(2 * t * torch.sin(s), x) + bcast(s, x), atol=1e-6)
+    _, de = eulerian(f, x, s, t, b)  # ∂_s f + ∇f · b
+    want = x * bcast(torch.cos(s) * t**2, x) + bcast(t, x) + b * bcast(torch.sin(s) * t**2, x)
+    assert torch.allclose(de, want, atol=1e-6)
+    assert torch.allclose(eulerian_residual(f, x, s, t, b, stopgrad=True), want, atol=1e-6)
+
+
+def test_jvp_through_the_network_matches_finite_differences_and_trains_it():
+    torch.manual_seed(0)
+    net = MLP(2, 64, width=32, depth=2)
+    nn.init.normal_(net.out.weight, std=0.3)
+    model = FlowMap(net, LINEAR, 0.8, 0.6, max_freq=4.0).double()
+    x, s = torch.randn(8, 2, dtype=torch.float64), 0.5 * torch.rand(8, dtype=torch.float64)
+    t, b = s + 0.4, torch.randn(8, 2, dtype=torch.float64)
+    h = 1e-5
+    _, dt = lagrangian(model, x, s, t)
+    assert torch.allclose(dt, (model(x, s, t + h) - model(x, s, t - h)) / (2 * h), atol=1e-6)
+    _, de = eulerian(model, x, s, t, b)
+    fd = (model(x + h * b, s + h, t) - model(x - h * b, s - h, t)) / (2 * h)
+    assert torch.allclose(de, fd, atol=1e-6)
+    w = net.inp.weight  # reverse mode through the JVP gives the gradient of the derivative
+    g_jvp = torch.autograd.grad(dt.pow(2).sum(), w)[0]
+    g_fd = torch.autograd.grad(((model(x, s, t + h) - model(x, s, t - h)) / (2 * h)).pow(2).sum(), w)[0]
+    assert torch.allclose(g_jvp, g_fd, rtol=1e-4, atol=1e-6)
+
+
+def test_jvp_is_fp32_under_bf16_autocast():
+    model = FlowMap(MLP(2, 64, width=16, depth=2), LINEAR)
+    x, s, t = torch.randn(4, 2), torch.zeros(4), torch.ones(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, dt = jvp_map(model, x, s, t, None, 0.0, 1.0)
+    assert out.dtype == torch.float32 and dt.dtype == torch.float32
+
+
+# ----- every loss at the exact flow map ---------------------------------------------------------------------
+
+PER_SAMPLE_ZERO = [("lmd", {}), ("emd", {}), ("emd", {"stopgrad": True}), ("lsd", {}), ("esd", {}),
+                   ("esd", {"stopgrad": False}), ("psdm", {}), ("psdu", {}), ("lmd", {"square": True})]
+
+
+@pytest.mark.parametrize("method,opts", PER_SAMPLE_ZERO)
+def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
+    obj = gauss_objective(method, **opts)
+    batch = {"x1": GAUSS.sample(2048)}
+    torch.manual_seed(1)
+    _, exact = obj.loss(ExactMap(), batch, 0)
+    torch.manual_seed(1)
+    _, wrong = obj.loss(ExactMap(0.1), batch, 0)
+    assert exact["off"] < 1e-9 and wrong["off"] > 1e-5, (exact, wrong)
+
+
+def test_pfmm_target_is_exact_when_its_frozen_copy_is():
+    obj = gauss_objective("pfmm", rounds=2, round_steps=10)
+    batch = {"x1": GAUSS.sample(2048)}
+    loss0, logs0 = obj.loss(ExactMap(), batch, 0)  # round 0: two Euler steps of the teacher, not exact
+    assert logs0["round"] == 0 and 1e-7 < float(loss0) < 1e-2
+    loss, logs = obj.loss(ExactMap(), batch, 15)  # round 1: the frozen copy is the exact map
+    assert logs["round"] == 1 and float(loss) < 1e-10
+    assert float(obj.loss(ExactMap(0.1), batch, 15)[0]) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["fmm", "meanflow"])
+def test_stochastic_losses_are_smallest_at_the_exact_map(method):
+    obj = gauss_objective(method)
+    batch = {"x1": GAUSS.sample(8192)}
+    losses = []
+    for eps in (0.0, 0.05, -0.05):
+        torch.manual_seed(2)
+        losses.append(float(obj.loss(ExactMap(eps), batch, 0)[0]))
+    assert losses[0] < min(losses[1:]), losses
+
+
+def test_fmm_reconstruction_term_vanishes_at_the_exact_map():
+    x, s, t = torch.randn(256, 2), torch.rand(256), torch.rand(256)
+    m = ExactMap()
+    assert torch.allclose(m(m(x, t, s), s, t), x, atol=1e-5)  # X_{s,t} ∘ X_{t,s} = id on the square
+
+
+# ----- time samplers -----------------------------------------------------------------------------------------
+
+
+def test_time_samplers():
+    torch.manual_seed(0)
+    s, t = band_pairs(200_000)
+    assert bool((s <= t).all()) and abs(float(s.mean()) - 1 / 3) < 0.01 and abs(float(t.mean()) - 2 / 3) < 0.01
+    s, t = band_pairs(100_000, delta=0.3)
+    assert float((t - s).max()) <= 0.3 + 1e-6 and float(s.min()) >= 0 and float(t.max()) <= 1
+    s, t = band_pairs(100_000, square=True)
+    assert abs(float((s > t).float().mean()) - 0.5) < 0.01 and abs(float((t - s).mean())) < 0.01
+    s, t, k = sample_times(1000, eta=0.75)
+    assert k == 750 and bool((s[:k] == t[:k]).all()) and bool((s[k:] < t[k:]).all())
+    assert max_gap(0, 0.1, 100) == pytest.approx(0.1) and max_gap(50, 0.1, 100) == pytest.approx(0.55)
+    assert max_gap(500, 0.1, 100) == 1.0 and max_gap(7) == 1.0
+    with pytest.raises(ValueError, match="eta"):
+        sample_times(10, eta=1.5)
+
+
+def test_flowmap_samples_on_any_grid_with_one_nfe_per_step():
+    x0 = S0 * torch.randn(512, 2)
+    exact = GAUSS.flow_map(x0, torch.zeros(512), torch.ones(512), sigma0=S0)
+    for grid in (uniform_grid(1), uniform_grid(4), torch.tensor([0.0, 0.1, 0.15, 0.7, 1.0], dtype=torch.float64)):
+        out = sample(ExactMap(), x0, grid)
+        assert out.nfe == len(grid) - 1 and torch.allclose(out.x, exact, atol=1e-4)
+
+
+# ----- learning X_{0,1} on a 2-D Gaussian mixture with the analytic teacher ----------------------------------
+
+DATA = {"kind": "gmm", "dim": 2, "components": 4, "std": 0.2, "radius": 1.0, "seed": 3}
+
+
+def map_cfg(method, steps=1500, width=128, batch=512, lr=2e-3, **objective):
+    tree = {"seed": 0, "data": DATA, "model": {"width": width, "depth": 3, "max_freq": 1.0},
+            "objective": {"method": method, **objective},
+            "train": {"steps": steps, "batch_size": batch, "lr": lr, "schedule": "cosine", "ema": 0.99,
+                      "log_every": 500, "ckpt_every": steps}}
+    if objective_class(method).needs_teacher:
+        tree["teacher"] = {"kind": "analytic"}
+    return parse_config(tree)
+
+
+# (training size, relative RMS error of X_{0,1}, W2 ratio to the analytic teacher's adaptive solve) per method.
+# LSD trains the off-diagonal on a quarter of each batch (η = 0.75) against its own velocity, so at CI size its
+# long jumps lag LMD's (measured: LMD 0.08 and 1.25x; LSD 0.12 and 1.7x, a looser bound, see docs/flowmaps.md).
+LEARN = {"lmd": ({}, 0.15, 1.5), "lsd": ({"steps": 2000, "width": 64, "batch": 1024, "lr": 3e-3}, 0.2, 2.0)}
+
+
+@pytest.mark.parametrize("method", sorted(LEARN))
+def test_flow_map_learns_the_exact_map(method, tmp_path):
+    size, max_err, max_ratio = LEARN[method]
+    train(map_cfg(method, **size), tmp_path / "run", progress=False)
+    model = load_run(tmp_path / "run").model
+    mix, n = GaussianMixture.random(2, 4, 0.2, 1.0, 3), 2000
+    assert model.kind == "flowmap" and model.sigma0 == pytest.approx(mix.std())
+    z = model.sigma0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(99))
+    exact = mix.flow_map(z, torch.zeros(n), torch.ones(n), sigma0=model.sigma0, rtol=1e-7, atol=1e-8)
+    scale = (exact - exact.mean(0)).pow(2).sum(1).mean().sqrt()
+    one = sample(model, z, uniform_grid(1))
+    err = (one.x - exact).pow(2).sum(1).mean().sqrt()
+    assert one.nfe == 1 and err < max_err * scale, (float(err), float(scale))
+    ref = mix.sample(n, torch.Generator().manual_seed(5))
+    adaptive = solve_adaptive(mix.teacher(LINEAR, model.sigma0), z)
+    w_model, w_teacher = wasserstein2(ref, one.x), wasserstein2(ref, adaptive.x)
+    assert w_model < max_ratio * w_teacher, (w_model, w_teacher, adaptive.nfe)
+
+
+# ----- training-loop pieces: progressive rounds resume exactly, the learned weight trains --------------------
+
+
+def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
+    cfg = map_cfg("pfmm", steps=24, rounds=3, round_steps=8)
+    cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, 12
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_after=12)  # stops in round 1, resumes in round 1
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_learned_weight_is_trained_with_the_model(tmp_path):
+    cfg = map_cfg("lsd", steps=20, learned_weight=True)
+    cfg.model.width, cfg.train.batch_size = 32, 64
+    objective = build_objective(cfg, mixture_source(GaussianMixture.random(2, 4, 0.2, 1.0, 3)))
+    assert len(objective.extra_parameters()) == 4
+    train(cfg, tmp_path / "run", progress=False)
+    from flowmaps.checkpoint import load_state
+
+    state = load_state(tmp_path / "run" / "checkpoint.safetensors")
+    assert float(state["objective"]["weight.net.2.weight"].abs().sum()) > 0  # starts at zero
+
+
+# ----- configuration errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tree,match", [
+    ({"objective": {"method": "lmd"}}, "distills a teacher"),
+    ({"objective": {"method": "lsd", "eta": 1.5}}, "eta"),
+    ({"objective": {"method": "lsd", "etta": 0.5}}, "etta"),
+    ({"objective": {"method": "pfmm", "rounds": 0}, "teacher": {"kind": "analytic"}}, "rounds"),
+    ({"objective": {"method": "esd", "gap_start": 0}}, "gap_start"),
+    ({"model": {"max_freq": 0.5}}, "max_freq"),
+])
+def test_config_errors(tree, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({"data": DATA, **tree})
+
+
+def test_pfmm_rejects_square_and_teacher_needs_a_mixture():
+    with pytest.raises(ConfigError, match="pfmm"):
+        build_objective(map_cfg("pfmm", square=True), mixture_source(GAUSS))
+    cfg = parse_config({"objective": {"method": "lmd"}, "teacher": {"kind": "analytic"}})  # toy data
+    from flowmaps.data.sources import build_source
+
+    with pytest.raises(ConfigError, match="analytic"):
+        build_objective(cfg, build_source(cfg.data))
+
