@@ -75,7 +75,7 @@ def main() -> None:
     fit("lmm_adv", "digits_lmm_adv", [f"data.path={pairs}", f"objective.adv_start={adv_start}"])
     has_lsd = "lsd" in registry()
     if has_lsd:
-        fit("lsd", "digits_fm", ["objective={method: lsd}"])
+        fit("lsd", "digits_fm", ["objective={method: lsd}", "model.max_freq=1"])  # JVP losses need a smooth embedding
     else:
         print("[digits] LSD skipped: the objective 'lsd' is not registered in this version", flush=True)
 

@@ -24,9 +24,9 @@ from .train import train
 TEACHER = {
     "seed": 0,
     "data": {"kind": "toy", "name": "checker"},
-    "model": {"net": "mlp", "width": 256, "depth": 4},
+    "model": {"net": "mlp", "width": 256, "depth": 4, "max_freq": 16.0},
     "objective": {"method": "fm"},
-    "train": {"steps": 4000, "batch_size": 2048, "lr": 1e-3, "schedule": "cosine", "warmup": 100,
+    "train": {"steps": 8000, "batch_size": 1024, "lr": 3e-3, "schedule": "cosine", "warmup": 100,
               "log_every": 100, "ckpt_every": 1000},
 }
 LMM = {
