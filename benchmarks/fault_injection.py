@@ -81,6 +81,25 @@ def _kill_at(proc: subprocess.Popen, started, delay: float, poll: float = 0.005)
         proc.wait()
 
 
+def _reference(command: list[str], env: dict[str, str], marker: Path) -> tuple[float, float]:
+    """Run ``command`` uninterrupted; return (seconds until ``marker`` appeared, total wall seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not marker.exists() and proc.poll() is None:
+        time.sleep(0.005)
+    startup_s = time.perf_counter() - t0
+    if proc.wait() != 0:
+        raise RuntimeError(f"reference run failed: {proc.stderr.read().decode()[-500:]}")
+    return startup_s, time.perf_counter() - t0
+
+
+def _new_report(target: str, **reference) -> dict:
+    """The counters every target reports, zeroed."""
+    return {"target": target, "runs": 0, "kills": 0, "resumes": 0, "resumes_from_checkpoint": 0,
+            "kills_in_startup": 0, "kills_in_training": 0, "kills_inside_checkpoint_write": 0,
+            "unloadable_after_kill": 0, "failed_commands": 0, "mismatches": 0, "mismatch_details": [], **reference}
+
+
 def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | None = None,
                   config: Path = CONFIG, overrides: list[str] | None = None, startup_share: float = 0.2,
                   write_share: float = 0.2) -> dict:
@@ -95,22 +114,12 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
 
     ref = work / "reference"
     shutil.rmtree(ref, ignore_errors=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(command(ref), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while not (ref / "metrics.csv").exists() and proc.poll() is None:
-        time.sleep(0.005)
-    startup_s = time.perf_counter() - t0  # until the first training step was logged
-    if proc.wait() != 0:
-        raise RuntimeError(f"reference run failed: {proc.stderr.read().decode()[-500:]}")
-    wall = time.perf_counter() - t0
+    startup_s, wall = _reference(command(ref), _env(), ref / "metrics.csv")  # startup: until the first step logged
     train_s = _train_time(ref)
     reference, ref_rows = load_state(ref / CKPT), _metrics(ref)
     steps = int(reference["step"])
 
-    report = {"target": "training", "runs": 0, "kills": 0, "resumes": 0, "resumes_from_checkpoint": 0,
-              "kills_in_startup": 0, "kills_in_training": 0, "kills_inside_checkpoint_write": 0,
-              "unloadable_after_kill": 0, "failed_commands": 0, "mismatches": 0, "mismatch_details": [],
-              "reference_steps": steps, "reference_wall_s": round(wall, 2)}
+    report = _new_report("training", reference_steps=steps, reference_wall_s=round(wall, 2))
     while report["kills"] < kills:
         run = work / f"run{report['runs']:03d}"
         shutil.rmtree(run, ignore_errors=True)
@@ -208,21 +217,11 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
 
     ref = work / "reference"
     shutil.rmtree(ref, ignore_errors=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(command(ref), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while not (ref / "manifest.json").exists() and proc.poll() is None:
-        time.sleep(0.005)
-    startup_s = time.perf_counter() - t0
-    if proc.wait() != 0:
-        raise RuntimeError(f"reference run failed: {proc.stderr.read().decode()[-500:]}")
-    wall = time.perf_counter() - t0
+    startup_s, wall = _reference(command(ref), env, ref / "manifest.json")
     gen_s = wall - startup_s
     reference = read_manifest(ref)
 
-    report = {"target": "pairs", "runs": 0, "kills": 0, "resumes": 0, "resumes_from_checkpoint": 0,
-              "kills_in_startup": 0, "kills_in_training": 0, "kills_inside_checkpoint_write": 0,
-              "unloadable_after_kill": 0, "failed_commands": 0, "mismatches": 0, "mismatch_details": [],
-              "reference_pairs": n, "reference_wall_s": round(wall, 2)}
+    report = _new_report("pairs", reference_pairs=n, reference_wall_s=round(wall, 2))
     while report["kills"] < kills:
         out = work / f"store{report['runs']:03d}"
         shutil.rmtree(out, ignore_errors=True)
