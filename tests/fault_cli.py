@@ -4,7 +4,9 @@
   at the given 1-based steps, to drive the non-finite guard exactly, and whose loss is multiplied by ``scale``;
 - ``critic_fm``: flow matching weighted by a small critic that trains itself with its own Adam inside
   ``loss`` (as an adversarial objective does), so a resume is exact only if the objective's ``state_dict``
-  and ``train_state`` (the critic optimizer) and the RNG it draws from are all restored.
+  and ``train_state`` (the critic optimizer) and the RNG it draws from are all restored. With
+  ``FAULT_KILL_AT_STEP=K`` in the environment, the process sends itself SIGKILL inside step K + 1, once steps
+  1 … K are done and logged: a kill at an exact point, with no race against a fast training loop.
 
 With ``FAULT_SLOW_WRITE=SECONDS`` in the environment, every pair shard's temporary file stays unrenamed that
 long, so a test can kill ``flowmaps pairs`` inside the atomic write.
@@ -13,6 +15,7 @@ long, so a test can kill ``flowmaps pairs`` inside the atomic write.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -48,6 +51,8 @@ class CriticFM(FM):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=1e-2)
 
     def loss(self, model, batch, step):
+        if step == int(os.environ.get("FAULT_KILL_AT_STEP", -1)):
+            os.kill(os.getpid(), signal.SIGKILL)
         loss, logs = super().loss(model, batch, step)
         x1 = batch["x1"]
         c = self.critic(x1 + 0.1 * torch.randn_like(x1)).pow(2).mean()
