@@ -62,7 +62,7 @@ def setup(method: str, args):
     source = build_source(cfg.data)
     teacher_net = build_model(cfg, source, "velocity").requires_grad_(False)
     sigma0, _ = resolve_scales(cfg, source)
-    ctx = Context(interpolant("linear"), sigma0, lambda x, t: teacher_net.velocity(x, t), source)
+    ctx = Context(interpolant("linear"), sigma0, lambda x, t, label=None: teacher_net.velocity(x, t, label), source)
     from flowmaps.objectives import objective_class
 
     cls = objective_class(method)

@@ -31,7 +31,7 @@ def exact_phi(z):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmm") / "pairs"
-    generate_pairs(Teacher(lambda z: (exact_phi(z), 0), {"kind": "analytic", "data": DATA}, S0, (2,)), 8192, root,
+    generate_pairs(Teacher(lambda z, label=None: (exact_phi(z), 0), {"kind": "analytic", "data": DATA}, S0, (2,)), 8192, root,
                    solver="adaptive", shard_size=4096, progress=False)
     return root
 

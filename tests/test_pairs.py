@@ -19,9 +19,9 @@ SIGMA0 = MIX.std()
 def gmm_teacher(tag: str = "a") -> Teacher:
     """The exact flow map of the analytic mixture as a teacher Φ(z) = X_{0,1}(z)."""
 
-    def phi(z):
+    def phi(z, label=None):
         n = z.shape[0]
-        return MIX.flow_map(z, torch.zeros(n), torch.ones(n), sigma0=SIGMA0, rtol=1e-7, atol=1e-8), 0
+        return MIX.flow_map(z, torch.zeros(n), torch.ones(n), sigma0=SIGMA0, rtol=1e-7, atol=1e-8, label=label), 0
 
     data = DataConfig(kind="gmm", dim=2, components=4, std=0.2, radius=1.0, seed=3).model_dump(mode="json")
     return Teacher(phi, {"kind": "analytic", "tag": tag, "data": data}, SIGMA0, (2,))

@@ -112,6 +112,7 @@ def cmd_pairs(args) -> None:
 def cmd_sample(args) -> None:
     from .evaluate import noise, run_sampler
     from .runs import load_run
+    from .sampling import class_labels
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
@@ -119,6 +120,10 @@ def cmd_sample(args) -> None:
     if out.exists() and not args.force:
         raise ConfigError(f"{out}: exists; pass --force to overwrite")
     run = load_run(args.run)
+    try:
+        label = class_labels(run.model.num_classes, args.n, args.cls)
+    except ValueError as err:
+        raise ConfigError(f"{args.run}: {err}") from None
     x0 = noise(run.model, args.n, run.source.shape, args.seed)
     solver = args.solver or ("euler" if run.model.kind == "velocity" else "map")
     if args.edm_steps:  # the lines-matching grids: a subset of EDM's 18-step σ schedule, from α_{t0} x0
@@ -128,9 +133,9 @@ def cmd_sample(args) -> None:
 
         grid = edm_subset_grid(args.edm_steps, run.model.sigma0)
         torch.manual_seed(args.seed + 1_000_003)
-        s = sample(run.model, start_state(run.model, x0, grid), grid, solver=solver)
+        s = sample(run.model, start_state(run.model, x0, grid), grid, solver=solver, label=label)
     else:
-        s = run_sampler(run.model, x0, solver, args.steps, args.seed, grid=args.grid)
+        s = run_sampler(run.model, x0, solver, args.steps, args.seed, grid=args.grid, label=label)
     if out.suffix == ".npy":
         from .data.arrays import save_array
 
@@ -203,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help="map | renoise | euler | heun | rk4 | adaptive (default: the model's own)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
+                   "(default: every class equally often, label_i = i mod classes)")
     s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     s.set_defaults(func=cmd_sample)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .checkpoint import atomic_write
 from .metrics import energy_distance, kl_histogram, wasserstein2
 from .models import FlowMap
-from .sampling import Samples, sample, uniform_grid
+from .sampling import Samples, class_labels, sample, uniform_grid
 
 DEFAULT_SOLVERS = {"velocity": ("euler", "heun"), "flowmap": ("map",), "endpoint": ("map", "renoise")}
 
@@ -51,28 +51,32 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
 
 
 def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None, seed: int = 0,
-                grid: Tensor | None = None) -> Samples:
-    """``steps`` uniform steps of ``solver``, or the given time ``grid`` (``adaptive``: steps is ignored).
+                grid: Tensor | None = None, label: Tensor | None = None) -> Samples:
+    """``steps`` uniform steps of ``solver``, or the given time ``grid`` (``adaptive``: steps is ignored), with
+    class ``label`` per sample for a class-conditional model.
 
     The re-noising stream is offset from ``seed``: :func:`noise` draws x0 from ``seed`` itself, and fresh
     noise equal to x0 would turn consistency-style sampling into the deterministic line sampler.
     """
     torch.manual_seed(seed + 1_000_003)
-    return sample(model, x0, uniform_grid(steps or 1) if grid is None else grid, solver=solver)
+    return sample(model, x0, uniform_grid(steps or 1) if grid is None else grid, solver=solver, label=label)
 
 
 def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,
              adaptive: bool | None = None, bins: int = 50, features: list[str] | None = None) -> list[dict]:
-    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``."""
+    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``.
+
+    A class-conditional model samples every class equally often (:func:`class_labels`)."""
     ref = source.reference(n, seed=seed + 1)
     x0 = noise(model, n, source.shape, seed)
+    label = class_labels(model.num_classes, n)
     rows = []
     for solver in solvers or DEFAULT_SOLVERS[model.kind]:
         for k in steps:
-            s = run_sampler(model, x0, solver, k, seed)
+            s = run_sampler(model, x0, solver, k, seed, label=label)
             rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     if adaptive if adaptive is not None else model.kind == "velocity":
-        s = run_sampler(model, x0, "adaptive", None)
+        s = run_sampler(model, x0, "adaptive", None, label=label)
         rows.append({"solver": "adaptive", "steps": None, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     return rows
 

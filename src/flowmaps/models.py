@@ -52,6 +52,12 @@ class FlowMap(nn.Module):
     def emb_dim(self) -> int:
         return 2 * self.time_dim
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional network (its label embedding), 0 for an unconditional one."""
+        emb = getattr(self.net, "label_emb", None)
+        return emb.num_embeddings if emb is not None else 0
+
     def v(self, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         """The network's (average) velocity ``v_θ(x, s, t)``."""
         c_in = 1.0 / self.interp.std(s, self.sigma0, self.sigma_data)

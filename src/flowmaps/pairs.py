@@ -16,6 +16,9 @@ although it is reproducible, because recreating it costs one generator per sampl
 CPU core, as much as a small training step per batch) while reading it from a memory-mapped shard is free;
 ``verify_store(..., check_noise=True)`` recomputes it from the seeds. Shards and the manifest are written
 atomically, so an interrupted run leaves only finished shards, which a rerun skips.
+
+A class-conditional teacher makes sample ``i`` of class ``i mod num_classes`` (every class equally often);
+the manifest records ``num_classes`` and the label, a function of the index, is not stored.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from tqdm import tqdm
 from .checkpoint import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp
 from .config import ConfigError, DataConfig
 from .data.sources import Source, build_source
-from .sampling import edm_grid, sample, solve_edm, uniform_grid
+from .sampling import class_labels, edm_grid, sample, solve_edm, uniform_grid
 
 FORMAT = "flowmaps-pairs/1"
 MANIFEST = "manifest.json"
@@ -85,20 +88,18 @@ def solver_plan(solver: str, steps: int, sigma0: float) -> tuple[Tensor | None, 
     return uniform_grid(steps), per_step * steps
 
 
-def teacher_sampler(model, solver: str, steps: int) -> Callable[[Tensor], tuple[Tensor, int]]:
-    """``Φ(z) -> (x1, nfe)`` for a loaded model: its ODE from noise z (t = 0) to data (t = 1); ``edm`` starts
-    from EDM's ``x_σmax = σ_max z/σ0`` (the data term dropped, as EDM does) and runs its Heun sampler."""
+def teacher_sampler(model, solver: str, steps: int) -> Callable[..., tuple[Tensor, int]]:
+    """``Φ(z, label) -> (x1, nfe)`` for a loaded model: its ODE from noise z (t = 0) to data (t = 1), of class
+    ``label`` for a class-conditional model; ``edm`` starts from EDM's ``x_σmax = σ_max z/σ0`` (the data term
+    dropped, as EDM does) and runs its Heun sampler."""
     grid, _ = solver_plan(solver, steps, model.sigma0)
 
-    def velocity(x: Tensor, t: Tensor) -> Tensor:
-        return model.velocity(x, t)
-
     @torch.no_grad()
-    def phi(z: Tensor) -> tuple[Tensor, int]:
+    def phi(z: Tensor, label: Tensor | None = None) -> tuple[Tensor, int]:
         if solver == "edm":
-            s = solve_edm(velocity, z, model.sigma0, steps)
+            s = solve_edm(lambda x, t: model.velocity(x, t, label), z, model.sigma0, steps)
         else:
-            s = sample(model, z, grid, solver=solver)
+            s = sample(model, z, grid, solver=solver, label=label)
         return s.x, s.nfe
 
     return phi
@@ -109,12 +110,16 @@ def teacher_sampler(model, solver: str, steps: int) -> Callable[[Tensor], tuple[
 
 @dataclass
 class Teacher:
-    """What identifies a teacher in a manifest (``identity``) plus its map ``phi`` and data config."""
+    """What identifies a teacher in a manifest (``identity``) plus its map ``phi(z, label) -> (x1, nfe)``.
 
-    phi: Callable[[Tensor], tuple[Tensor, int]]
+    A class-conditional teacher (``num_classes`` > 0) makes pair i of class ``i mod num_classes``, so labels,
+    like the noise, follow from the index and are not stored."""
+
+    phi: Callable[..., tuple[Tensor, int]]
     identity: dict[str, Any]
     sigma0: float
     shape: tuple[int, ...]
+    num_classes: int = 0
 
 
 def run_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu") -> Teacher:
@@ -126,7 +131,8 @@ def run_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: 
                 "config_sha256": sha256(Path(path) / CONFIG_FILE),
                 "checkpoint_sha256": sha256(Path(path) / CHECKPOINT_FILE), "step": run.step,
                 "data": run.cfg.data.model_dump(mode="json")}
-    return Teacher(teacher_sampler(run.model, solver, steps), identity, run.model.sigma0, run.source.shape)
+    return Teacher(teacher_sampler(run.model, solver, steps), identity, run.model.sigma0, run.source.shape,
+                   run.model.num_classes)
 
 
 def _check_manifest(m: dict, want: dict, root: Path) -> None:
@@ -221,6 +227,7 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
             "seed": seed, "n": n, "shard_size": shard_size, "shape": list(teacher.shape),
             "sigma0": teacher.sigma0, "dtype": "float32", "layout": "(rows, 2, *shape): [:,0]=z, [:,1]=phi(z)",
             "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
+            "num_classes": teacher.num_classes, "labels": "label_i = i mod num_classes (when num_classes > 0)",
             "shards": {}, "complete": False}
     if root.exists() and not (root / MANIFEST).exists() and any(
             p.name != LOCK_FILE and not is_temp_file(p) for p in root.iterdir()):
@@ -265,7 +272,7 @@ def _generate(teacher: Teacher, n: int, root: Path, seed: int, solver: str, step
         for a in range(start, stop, batch_size):
             b = min(a + batch_size, stop)
             z = noise(seed, range(a, b), teacher.shape, teacher.sigma0)
-            x1, used = teacher.phi(z)
+            x1, used = teacher.phi(z, class_labels(teacher.num_classes, b - a, start=a))
             if not torch.isfinite(x1).all():
                 raise PairStoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
             rows[a - start: b - start, 0] = z.numpy()
@@ -301,6 +308,7 @@ class PairStore:
             raise PairStoreError(f"{self.root}: incomplete store ({missing} shards missing); "
                                  "rerun `flowmaps pairs` with the same arguments to finish it")
         self.shape, self.n, self.size = tuple(m["shape"]), int(m["n"]), int(m["shard_size"])
+        self.num_classes = int(m.get("num_classes", 0))
         self.shards = []
         for k in range(len(m["shards"])):
             problem = _shard_problem(self.root, k, m["shards"][str(k)], self.shape, full=False)
@@ -338,7 +346,8 @@ class PairSource(Source):
 
 
 def pair_source(cfg: DataConfig) -> Source:
-    """The :class:`Source` of ``data.kind=pairs`` at ``data.path``; uniform random indices from the global RNG."""
+    """The :class:`Source` of ``data.kind=pairs`` at ``data.path``; uniform random indices from the global RNG;
+    pairs of a class-conditional teacher carry ``label = index mod num_classes``."""
     store = PairStore(cfg.path)
     teacher_data = store.manifest["teacher"].get("data")
     real = build_source(DataConfig(**teacher_data)) if teacher_data else None
@@ -346,11 +355,12 @@ def pair_source(cfg: DataConfig) -> Source:
     x1_sample = store.get(probe)[1]
 
     def draw(n: int, g: torch.Generator | None = None) -> dict[str, Tensor]:
-        z, x1 = store.get(torch.randint(len(store), (n,), generator=g))
-        return {"x0": z, "x1": x1}
+        idx = torch.randint(len(store), (n,), generator=g)
+        z, x1 = store.get(idx)
+        return {"x0": z, "x1": x1, "label": idx % store.num_classes} if store.num_classes else {"x0": z, "x1": x1}
 
     src = PairSource(shape=store.shape, sigma_data=float(x1_sample.std()), name=f"pairs:{cfg.path}",
-                     sigma0=float(store.manifest["sigma0"]),
+                     sigma0=float(store.manifest["sigma0"]), num_classes=store.num_classes,
                      bounds=real.bounds if real is not None else None,
                      mixture=real.mixture if real is not None else None,
                      _sampler=draw, _reference=real._reference if real is not None else

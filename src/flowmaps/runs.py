@@ -52,7 +52,18 @@ def resolve_scales(cfg: RunConfig, source: Source) -> tuple[float, float]:
     return cfg.path.sigma0 or source.sigma0 or sigma_data, sigma_data
 
 
+def check_labels(cfg: RunConfig, source: Source) -> None:
+    """A class-conditional model (``model.num_classes`` > 0) needs data whose labels fit its embedding."""
+    k = cfg.model.num_classes
+    if k and not source.num_classes:
+        raise ConfigError(f"model.num_classes={k}, but the data ({source.name}) has no labels; "
+                          "set model.num_classes=0 or use labelled data")
+    if k and source.num_classes > k:
+        raise ConfigError(f"model.num_classes={k}, but the data ({source.name}) has {source.num_classes} classes")
+
+
 def build_model(cfg: RunConfig, source: Source, kind: str) -> FlowMap:
+    check_labels(cfg, source)
     sigma0, sigma_data = resolve_scales(cfg, source)
     time_dim = cfg.model.time_dim
     net = build_net(cfg, source.shape, 2 * time_dim)
@@ -70,12 +81,13 @@ class Run:
     step: int
     path: Path
 
-    def velocity(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def velocity(self) -> Callable[..., Tensor]:
+        """``b(x, t, label=None)``: the model's ODE velocity, without gradients."""
         model = self.model
 
-        def b(x: Tensor, t: Tensor) -> Tensor:
+        def b(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
             with torch.no_grad():
-                return model.velocity(x, t)
+                return model.velocity(x, t, label)
 
         return b
 
@@ -119,6 +131,9 @@ def build_teacher(cfg: RunConfig, source: Source, interp: Interpolant, sigma0: f
     if run.model.interp != interp or abs(run.model.sigma0 - sigma0) > 1e-6 * sigma0:
         raise ConfigError(f"teacher {cfg.teacher.path} uses interpolant={run.model.interp.name}, "
                           f"sigma0={run.model.sigma0:.6g}; set path.interpolant and path.sigma0 to match")
+    if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
+        raise ConfigError(f"teacher {cfg.teacher.path} is class-conditional with {run.model.num_classes} classes; "
+                          f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
     return run.velocity()
 
 

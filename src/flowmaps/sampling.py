@@ -180,6 +180,17 @@ def solve_adaptive(velocity: Velocity, x: Tensor, t0: float = 0.0, t1: float = 1
 # ----- the model sampler -----------------------------------------------------------------------
 
 
+def class_labels(num_classes: int, n: int, cls: int | None = None, start: int = 0) -> Tensor | None:
+    """Labels for samples ``start … start + n − 1`` of a class-conditional model: all ``cls``, else balanced,
+    ``label_i = i mod num_classes``; ``None`` for an unconditional model (``num_classes`` = 0)."""
+    if cls is not None:
+        if not 0 <= cls < num_classes:
+            what = f"classes 0 … {num_classes - 1}" if num_classes else "no classes (it is unconditional)"
+            raise ValueError(f"class {cls} requested, but the model has {what}")
+        return torch.full((n,), cls, dtype=torch.long)
+    return torch.arange(start, start + n) % num_classes if num_classes else None
+
+
 @torch.no_grad()
 def compose(model, x: Tensor, grid: Tensor, label: Tensor | None = None, renoise: bool = False) -> Samples:
     """``x ← X_{t_i, t_{i+1}}(x)`` over the grid: one NFE per step, for every model kind.

@@ -199,7 +199,7 @@ def image_tensor_source(x: Tensor, labels: Tensor | None, train_idx: Tensor, hel
         return ref[torch.randperm(len(ref), generator=g)[:n]]
 
     src = Source(shape=tuple(x.shape[1:]), sigma_data=float(train.std()), bounds=(-1.0, 1.0), name=name,
+                 num_classes=int(labels.max()) + 1 if labels is not None else 0,
                  _sampler=draw, _reference=reference)
     src.heldout = x[held_idx]
-    src.num_classes = int(labels.max()) + 1 if labels is not None else 0
     return src

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..config import ConfigError
 from ..teachers import GaussianMixture
 
 
@@ -24,6 +25,7 @@ class Source:
     mixture: GaussianMixture | None = None
     name: str = ""
     sigma0: float | None = None  # the base scale the data was made with (teacher pairs), if fixed
+    num_classes: int = 0  # batches carry "label" in 0 … num_classes − 1 when > 0
     _sampler: object = field(default=None, repr=False)
     _reference: object = field(default=None, repr=False)
 
@@ -44,14 +46,21 @@ def toy_source(name: str) -> Source:
                   _reference=lambda n, g: sample_toy(name, n, g))
 
 
-def mixture_source(mix: GaussianMixture, name: str = "gmm") -> Source:
+def mixture_source(mix: GaussianMixture, name: str = "gmm", labels: bool = False) -> Source:
+    """Draws of the mixture; ``labels``: each batch also carries the component of every draw as its class."""
     bounds = None
     if mix.dim == 2:
         lo = float((mix.means - 4 * mix.stds).min())
         hi = float((mix.means + 4 * mix.stds).max())
         bounds = (min(lo, -hi), max(hi, -lo))
+
+    def draw(n: int) -> dict[str, Tensor]:
+        x, k = mix.sample_labelled(n)
+        return {"x1": x, "label": k} if labels else {"x1": x}
+
     return Source(shape=(mix.dim,), sigma_data=mix.std(), bounds=bounds, mixture=mix, name=name,
-                  _sampler=lambda n: {"x1": mix.sample(n)}, _reference=lambda n, g: mix.sample(n, g))
+                  num_classes=mix.components if labels else 0,
+                  _sampler=draw, _reference=lambda n, g: mix.sample(n, g))
 
 
 def tensor_source(x: Tensor, name: str, labels: Tensor | None = None) -> Source:
@@ -65,7 +74,7 @@ def tensor_source(x: Tensor, name: str, labels: Tensor | None = None) -> Source:
         return out
 
     return Source(shape=tuple(x.shape[1:]), sigma_data=float(x.std()), name=name,
-                  _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
+                  num_classes=int(labels.max()) + 1 if labels is not None else 0, _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
 
 
 def build_source(cfg) -> Source:
@@ -73,8 +82,11 @@ def build_source(cfg) -> Source:
     if cfg.kind == "toy":
         return toy_source(cfg.name)
     if cfg.kind == "gmm":
+        unknown = sorted(set(cfg.options) - {"labels"})
+        if unknown:
+            raise ConfigError(f"unknown data.options {unknown} for data.kind=gmm; known: ['labels']")
         mix = GaussianMixture.random(cfg.dim, cfg.components, cfg.std, cfg.radius, cfg.seed)
-        return mixture_source(mix, f"gmm{cfg.dim}d")
+        return mixture_source(mix, f"gmm{cfg.dim}d", labels=bool(cfg.options.get("labels", False)))
     if cfg.kind == "array":
         from .arrays import load_array
 

@@ -31,7 +31,7 @@ class Context:
 
     interp: Interpolant
     sigma0: float
-    teacher: Callable[[Tensor, Tensor], Tensor] | None = None
+    teacher: Callable[..., Tensor] | None = None  # b(x, t, label=None)
     source: Any = None
 
 

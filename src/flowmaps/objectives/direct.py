@@ -79,7 +79,7 @@ class PFMM(MapObjective):
         if self.frozen is None:
             if self.ctx.teacher is None:
                 raise ConfigError("pfmm starts from one Euler step of a velocity teacher: set teacher.kind")
-            return x + bcast(u - s, x) * self.ctx.teacher(x, s)
+            return x + bcast(u - s, x) * self.ctx.teacher(x, s, label)
         return self.frozen(x, s, u, label)
 
     def loss(self, model, batch, step):

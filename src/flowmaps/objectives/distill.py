@@ -40,7 +40,7 @@ class LMD(_Distill):
     def residual(self, model, x, s, t, label):
         x_t, dt_x = lagrangian(model, x, s, t, label)
         with torch.no_grad():
-            target = self.teacher()(x_t.detach(), t)
+            target = self.teacher()(x_t.detach(), t, label)
         return per_sample(dt_x, target)
 
 
@@ -52,7 +52,7 @@ class EMD(_Distill):
 
     def residual(self, model, x, s, t, label):
         with torch.no_grad():
-            b = self.teacher()(x, s)
+            b = self.teacher()(x, s, label)
         res = eulerian_residual(model, x, s, t, b, self.opts.stopgrad, label)
         return res.pow(2).flatten(1).mean(1)
 
