@@ -1,5 +1,6 @@
-"""Multi-process training on the CPU (gloo): gradients are averaged explicitly, so every rank ends with the
-same weights, for a flow-matching objective and for a JVP objective (which cannot run through a DDP wrapper)."""
+"""Several processes on the CPU (gloo). Training: gradients are averaged explicitly, so every rank ends with the
+same weights, for a flow-matching objective and for a JVP objective (which cannot run through a DDP wrapper).
+Pair generation: the ranks split the shards and the store equals a one-process store, byte for byte."""
 
 import os
 import socket
@@ -12,7 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from flowmaps.config import parse_config
 from flowmaps.objectives import registry
+from flowmaps.pairs import generate_pairs, read_manifest, run_teacher, verify_store
+from flowmaps.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,20 +27,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env(rank: int, port: int) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank)}
+
+
+def _two_ranks(args: list[str], code: int = 0) -> list[tuple[str, str]]:
+    """Run ``python ARGS`` as ranks 0 and 1 of one gloo group, each ending with exit status ``code``;
+    their (stdout, stderr)."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, *args], env=_env(r, port), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == code, err
+        outs.append((out, err))
+    return outs
+
+
 def _train_two_ranks(tmp_path: Path, method: str) -> tuple[dict, dict, Path]:
     cfg = {"seed": 0, "data": {"kind": "gmm", "dim": 2, "components": 4},
            "model": {"width": 32, "depth": 2, "time_dim": 8}, "objective": {"method": method},
            "train": {"steps": 8, "batch_size": 64, "log_every": 4, "ckpt_every": 8, "threads": 1}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     run = tmp_path / "run"
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "cfg.yaml"),
-                               str(run), str(tmp_path)], env={**env, "RANK": str(r)}, stderr=subprocess.PIPE,
-                              text=True) for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    _two_ranks([str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "cfg.yaml"), str(run), str(tmp_path)])
     return load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors"), run
 
 
@@ -49,3 +65,29 @@ def test_two_ranks_end_with_the_same_weights(tmp_path, method):
     for k in a:  # the ranks drew different batches (seed + rank), so equality needs the gradient all-reduce
         assert torch.equal(a[k], b[k]), k
     assert (run / "checkpoint.safetensors").exists() and (run / "metrics.csv").exists()  # written by rank 0 only
+
+
+def test_two_ranks_split_pair_generation_and_resume_a_one_process_store(tmp_path):
+    """A store begun by one process (2 of 7 shards) is finished by two ranks; every shard equals the one of an
+    uninterrupted one-process store, and the manifest lists each of the 7 shards once."""
+    cfg = {"seed": 0, "data": {"kind": "gmm", "dim": 2, "components": 4},
+           "model": {"width": 32, "depth": 2, "time_dim": 8}, "objective": {"method": "fm"},
+           "train": {"steps": 5, "batch_size": 64, "log_every": 5, "ckpt_every": 5}}
+    teacher = tmp_path / "teacher"
+    train(parse_config(cfg), teacher, progress=False)
+    kw = dict(solver="rk4", steps=8, shard_size=30, batch_size=16, progress=False)
+    ref = generate_pairs(run_teacher(teacher, "rk4", 8), 200, tmp_path / "ref", **kw)
+    part = generate_pairs(run_teacher(teacher, "rk4", 8), 200, tmp_path / "store", stop_after=2, **kw)
+    assert len(part["shards"]) == 2 and not part["complete"]
+    args = ["-m", "flowmaps.cli", "pairs", str(teacher), "--n", "200", "--out", str(tmp_path / "store"),
+            "--solver", "rk4", "--steps", "8", "--batch-size", "16", "--quiet"]
+    outs = _two_ranks(args)
+    assert outs[0][0].startswith("200 pairs (rk4, NFE 32) in 7 shards, complete") and outs[1][0] == ""
+    m = read_manifest(tmp_path / "store")
+    assert m["complete"] and sorted(int(k) for k in m["shards"]) == list(range(7))
+    assert {k: e["sha256"] for k, e in m["shards"].items()} == {k: e["sha256"] for k, e in ref["shards"].items()}
+    assert verify_store(tmp_path / "store", full=True, check_noise=True) == {}
+    # a store that rank 0 refuses (other settings) stops every rank with rank 0's one line
+    for _, err in _two_ranks(args + ["--seed", "1"], code=2):
+        assert err.strip().endswith("was made with seed=0, this run asks seed=1; use the same settings to resume "
+                                    "or choose another --out"), err

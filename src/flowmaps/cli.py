@@ -90,6 +90,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_pairs(args) -> None:
+    from . import distributed
     from .pairs import generate_pairs, run_teacher, shard_name, verify_store
 
     if args.verify:
@@ -101,12 +102,14 @@ def cmd_pairs(args) -> None:
         return
     if args.n is None:
         raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
+    distributed.init(args.device)  # under torchrun the ranks split the shards
     teacher = run_teacher(args.teacher, args.solver, args.steps, device=args.device)
     m = generate_pairs(teacher, args.n, args.out, seed=args.seed, solver=args.solver, steps=args.steps,
                        shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
                        progress=not args.quiet)
     state = "complete" if m["complete"] else "incomplete"
-    print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {args.out}")
+    if distributed.world()[0] == 0:
+        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {args.out}")
 
 
 def cmd_sample(args) -> None:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from .checkpoint import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp
 from .config import ConfigError, DataConfig
 from .data.sources import Source, build_source
+from .distributed import world
 from .sampling import class_labels, edm_grid, sample, solve_edm, uniform_grid
 
 FORMAT = "flowmaps-pairs/1"
@@ -215,8 +216,13 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
     Resuming skips the shards the manifest lists; a listed shard that is missing, truncated or fails its
     checksum is an error naming it, or is regenerated with ``repair``. A store of another teacher or other
     settings is refused. ``shard_size`` defaults to the existing store's, else 65,536. ``stop_after``: return
-    after that many new shards (to test interruption).
+    after that many new shards per process (to test interruption).
+
+    Several processes (a process group, see :mod:`flowmaps.distributed`) split the missing shards round-robin:
+    rank 0 holds the store's lock and writes the manifest, every rank writes its own shards. Since every z and
+    label follow from the index, the store is the same whatever the number of processes.
     """
+    rank, size = world()
     root = Path(out)
     if shard_size is None:
         shard_size = read_manifest(root)["shard_size"] if (root / MANIFEST).exists() else 65_536
@@ -229,6 +235,43 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
             "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
             "num_classes": teacher.num_classes, "labels": "label_i = i mod num_classes (when num_classes > 0)",
             "shards": {}, "complete": False}
+    lock, m, failure = None, None, None
+    try:
+        if rank == 0:
+            try:
+                lock, m = _open_store(root, want, repair)
+            except Exception as err:  # every rank stops with rank 0's message
+                failure = err
+        m, message = _share((m, None if failure is None else str(failure)))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise PairStoreError(message)
+        m = _generate(teacher, n, root, m, shard_size, batch_size, progress and rank == 0, stop_after)
+        return _share(m)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _share(obj: Any, gather: bool = False) -> Any:
+    """Rank 0's ``obj`` on every rank (``gather``: the list of every rank's ``obj``); plain values alone."""
+    rank, size = world()
+    if size == 1:
+        return [obj] if gather else obj
+    import torch.distributed as dist
+
+    if gather:
+        out: list[Any] = [None] * size
+        dist.all_gather_object(out, obj)
+        return out
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _open_store(root: Path, want: dict, repair: bool) -> tuple[Any, dict[str, Any]]:
+    """Create or reopen the store under its lock: ``(lock, manifest)`` with damaged shards dropped (``repair``)."""
     if root.exists() and not (root / MANIFEST).exists() and any(
             p.name != LOCK_FILE and not is_temp_file(p) for p in root.iterdir()):
         raise PairStoreError(f"{root}: exists and is not a pair store; choose another --out")
@@ -236,62 +279,85 @@ def generate_pairs(teacher: Teacher, n: int, out: str | Path, seed: int = 0, sol
     lock = lock_folder(root, "another process is writing this pair store")
     try:
         remove_stale_temp(root)  # left by a write that was killed
-        return _generate(teacher, n, root, seed, solver, steps, shard_size, batch_size, repair, progress,
-                         stop_after, want, nfe)
-    finally:
+        if (root / MANIFEST).exists():
+            m = read_manifest(root)
+            _check_manifest(m, want, root)
+            bad = verify_store(root, full=True)
+            if bad and not repair:
+                names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
+                raise PairStoreError(f"{root}: damaged shards: {names}; rerun with --repair to regenerate them")
+            for k in bad:
+                del m["shards"][str(k)]
+                m["complete"] = False
+        else:
+            m = want
+            _write_manifest(root, m)
+    except BaseException:
         if lock is not None:
             lock.close()
+        raise
+    return lock, m
 
 
-def _generate(teacher: Teacher, n: int, root: Path, seed: int, solver: str, steps: int, shard_size: int,
-              batch_size: int, repair: bool, progress: bool, stop_after: int | None, want: dict,
-              nfe: int | None) -> dict[str, Any]:
-    """The body of :func:`generate_pairs`, run while holding the store's lock."""
-    if (root / MANIFEST).exists():
-        m = read_manifest(root)
-        _check_manifest(m, want, root)
-        bad = verify_store(root, full=True)
-        if bad and not repair:
-            names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
-            raise PairStoreError(f"{root}: damaged shards: {names}; rerun with --repair to regenerate them")
-        for k in bad:
-            del m["shards"][str(k)]
-            m["complete"] = False
-    else:
-        m = want
-        _write_manifest(root, m)
+def _generate(teacher: Teacher, n: int, root: Path, m: dict, shard_size: int, batch_size: int, progress: bool,
+              stop_after: int | None) -> dict[str, Any]:
+    """Make the shards the manifest ``m`` lacks, split over the ranks; rank 0 records each round of them."""
+    rank, size = world()
     count = -(-n // shard_size)
     todo = [k for k in range(count) if str(k) not in m["shards"]]
+    mine, rounds = todo[rank::size], -(-len(todo) // size)
+    if stop_after is not None:
+        rounds = min(rounds, stop_after)
     done = n - sum(min(shard_size, n - k * shard_size) for k in todo)
     bar = tqdm(total=n, initial=done, unit="pair", unit_scale=True, disable=not progress, dynamic_ncols=True,
-               desc=f"pairs ({solver}, {nfe or '?'} NFE)")
-    t_start, new, made = time.perf_counter(), 0, 0
-    for k in todo:
-        start, stop = k * shard_size, min((k + 1) * shard_size, n)
-        rows = np.empty((stop - start, 2, *teacher.shape), dtype=np.float32)
-        for a in range(start, stop, batch_size):
-            b = min(a + batch_size, stop)
-            z = noise(seed, range(a, b), teacher.shape, teacher.sigma0)
-            x1, used = teacher.phi(z, class_labels(teacher.num_classes, b - a, start=a))
-            if not torch.isfinite(x1).all():
-                raise PairStoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
-            rows[a - start: b - start, 0] = z.numpy()
-            rows[a - start: b - start, 1] = x1.detach().float().cpu().numpy()
-            bar.update(b - a)
-            made += b - a
-            bar.set_postfix(samples_s=f"{made / (time.perf_counter() - t_start):.0f}", nfe=used)
-        path = root / shard_name(k)
-        atomic_write(path, lambda tmp: _save(tmp, rows))
-        m["shards"][str(k)] = {"file": shard_name(k), "start": start, "rows": stop - start, "sha256": sha256(path)}
+               desc=f"pairs ({m['solver']}, {m['nfe'] or '?'} NFE)")
+    t_start = time.perf_counter()
+    for i in range(rounds):
+        entry: tuple[int, dict] | str | None = None
+        if i < len(mine):
+            try:
+                entry = _make_shard(teacher, root, m["seed"], mine[i], n, shard_size, batch_size, bar)
+            except Exception as err:
+                if size == 1:
+                    raise
+                entry = str(err)
+        made = _share(entry, gather=True)
+        failed = [e for e in made if isinstance(e, str)]
+        if failed:
+            raise PairStoreError(failed[0])
+        for r, e in enumerate(made):
+            if e is not None:
+                m["shards"][str(e[0])] = e[1]
+                if r != rank:
+                    bar.update(e[1]["rows"])
         m["complete"] = len(m["shards"]) == count
         m["seconds"] = m.get("seconds", 0.0) + time.perf_counter() - t_start
-        t_start, made = time.perf_counter(), 0
-        _write_manifest(root, m)
-        new += 1
-        if stop_after is not None and new >= stop_after:
-            break
+        t_start = time.perf_counter()
+        if rank == 0:
+            _write_manifest(root, m)
     bar.close()
     return m
+
+
+def _make_shard(teacher: Teacher, root: Path, seed: int, k: int, n: int, shard_size: int, batch_size: int,
+                bar: tqdm) -> tuple[int, dict]:
+    """Shard ``k``: pairs ``k·shard_size …`` in teacher batches, written atomically; ``(k, manifest entry)``."""
+    start, stop = k * shard_size, min((k + 1) * shard_size, n)
+    t_start = time.perf_counter()
+    rows = np.empty((stop - start, 2, *teacher.shape), dtype=np.float32)
+    for a in range(start, stop, batch_size):
+        b = min(a + batch_size, stop)
+        z = noise(seed, range(a, b), teacher.shape, teacher.sigma0)
+        x1, used = teacher.phi(z, class_labels(teacher.num_classes, b - a, start=a))
+        if not torch.isfinite(x1).all():
+            raise PairStoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
+        rows[a - start: b - start, 0] = z.numpy()
+        rows[a - start: b - start, 1] = x1.detach().float().cpu().numpy()
+        bar.update(b - a)
+        bar.set_postfix(samples_s=f"{(b - start) / (time.perf_counter() - t_start):.0f}", nfe=used)
+    path = root / shard_name(k)
+    atomic_write(path, lambda tmp: _save(tmp, rows))
+    return k, {"file": shard_name(k), "start": start, "rows": stop - start, "sha256": sha256(path)}
 
 
 # ----- reading: the training source --------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from .checkpoint import (LOCK_FILE, CheckpointError, atomic_write, is_temp_file,
                          remove_stale_temp, save_state)
 from .config import ConfigError, RunConfig, config_diff, dump_config, load_config, parse_config
 from .data.sources import build_source
+from . import distributed
 from .runs import CHECKPOINT_FILE, CONFIG_FILE, build_model, build_objective
 
 
@@ -59,20 +59,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _init_distributed(device: str) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-
-
 def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
     """Average gradients over processes (one flat all-reduce)."""
-    rank, world = _world()
+    rank, world = distributed.world()
     if world == 1:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -87,7 +76,7 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
 
 def _gather(state: torch.Tensor, device: str) -> list[torch.Tensor]:
     """Every rank's copy of ``state`` (an RNG state), gathered on ``device`` and returned on the CPU."""
-    rank, world = _world()
+    rank, world = distributed.world()
     if world == 1:
         return [state]
     t = state.to(device)
@@ -244,8 +233,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     """
     tc = cfg.train
     run_dir = Path(run_dir)
-    _init_distributed(tc.device)
-    rank, world = _world()
+    distributed.init(tc.device)
+    rank, world = distributed.world()
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if rank == 0:

@@ -1,0 +1,30 @@
+"""Several processes (``torchrun``, or ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` set by hand): the
+process group, this process's rank, and its GPU.
+
+Training averages gradients explicitly (``train.all_reduce_grads``); pair generation splits the store's shards
+over the ranks (``pairs.generate_pairs``). One process is the default and needs none of this.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init(device: str) -> None:
+    """Join the process group when ``WORLD_SIZE`` > 1 (NCCL on GPUs, gloo on CPUs). On GPUs each process takes
+    the GPU ``LOCAL_RANK`` of its machine first, so ``device="cuda"`` means that GPU for every later call."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
