@@ -61,6 +61,11 @@ def cached(path: Path, compute) -> list[dict]:
     return rows
 
 
+def net(cfg) -> str:
+    """``depth×width, max_freq, lr`` of a run's MLP and optimizer."""
+    return f"{cfg.model.depth}×{cfg.model.width}, {cfg.model.max_freq:g}, {cfg.train.lr:g}"
+
+
 def fmt(v) -> str:
     return "" if v is None else f"{v:.3f}"
 
@@ -82,6 +87,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"args": vars(args), "threads": torch.get_num_threads(), "teacher": [], "methods": {}}
     src = teacher.source
+    result["teacher_net"] = net(teacher.cfg)
     result["floor"] = kl_histogram(src.reference(args.n, seed=1235), src.reference(args.n, seed=7), 50, src.bounds)
     result["teacher"] = cached(Path(args.runs) / f"teacher_eval_n{args.n}.json",
                                lambda: evaluate(teacher.model, teacher.source, steps, args.n, seed=1234))
@@ -91,7 +97,7 @@ def main() -> None:
         run = load_run(run_dir)
         ev = cached(run_dir / f"table_eval_n{args.n}.json",
                     lambda: evaluate(run.model, run.source, steps, args.n, seed=1234, solvers=("map",), adaptive=False))
-        result["methods"][m] = {"train_s": secs, "rows": ev}
+        result["methods"][m] = {"train_s": secs, "rows": ev, "net": net(run.cfg)}
         print(f"[checker_table] {m}: {secs:.0f} s, KL " + " ".join(fmt(r["kl"]) for r in ev), flush=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1))
         out.with_suffix(".md").write_text(render(result, args, steps))
@@ -100,18 +106,20 @@ def main() -> None:
 
 def render(result: dict, args, steps: list[int]) -> str:
     kl = {(r["solver"], r["steps"]): r for r in result["teacher"]}
-    head = "| model | train steps | train time (s) | " + " | ".join(f"N={k}" for k in steps) + " |"
-    lines = [head, "|" + "---|" * (len(steps) + 3)]
+    head = ("| model | MLP (depth×width, max_freq, lr) | train steps | train time (s) | "
+            + " | ".join(f"N={k}" for k in steps) + " |")
+    lines = [head, "|" + "---|" * (len(steps) + 4)]
     for solver, label in (("euler", "teacher, Euler (NFE N)"), ("heun", "teacher, Heun (NFE 2N)")):
-        lines.append(f"| {label} | | | " + " | ".join(fmt(kl[(solver, k)]["kl"]) for k in steps) + " |")
+        lines.append(f"| {label} | {result.get('teacher_net', '')} | | | " + " | ".join(fmt(kl[(solver, k)]["kl"]) for k in steps) + " |")
     ad = kl.get(("adaptive", None))
     beats = []
     for m, res in sorted(result["methods"].items(), key=lambda kv: METHODS.index(kv[0])):
         vals = [r["kl"] for r in res["rows"]]
-        lines.append(f"| {NAMES[m]} | {args.steps} | {res['train_s']:.0f} | " + " | ".join(fmt(v) for v in vals) + " |")
+        lines.append(f"| {NAMES[m]} | {res.get('net', '')} | {args.steps} | {res['train_s']:.0f} | "
+                     + " | ".join(fmt(v) for v in vals) + " |")
         ok = all(v < kl[("euler", k)]["kl"] for v, k in zip(vals, steps) if k <= 4)
         beats.append(f"{NAMES[m]}: {'yes' if ok else 'no'}")
-    lines.append("| paper's LSD (150k steps, batch 100k) | | | " + " | ".join(f"{v:.3f}" for v in PAPER_LSD) + " |")
+    lines.append("| paper's LSD (150k steps, batch 100k) | | | | " + " | ".join(f"{v:.3f}" for v in PAPER_LSD) + " |")
     best = min(((r["kl"], m) for m, res in result["methods"].items() for r in res["rows"] if r["steps"] == 1),
                default=None)
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher} --steps {args.steps} "
@@ -119,9 +127,9 @@ def render(result: dict, args, steps: list[int]) -> str:
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
             f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",
             f"KL(target ‖ model) on the 50×50 grid over [−1, 1]², {args.n} samples, same noise for every row. "
-            f"Flow maps: MLP 3×256, batch {args.batch}, {args.steps} steps each on "
+            f"Flow maps: the MLP of configs/checker_<method>.yaml, batch {args.batch}, {args.steps} steps each on "
             f"{result['threads']} CPU thread(s) (train time measured on a shared, loaded machine). "
-            "Teacher: MLP 4×256 flow matching (configs/checker_fm.yaml).", "",
+            "Teacher: flow matching (configs/checker_fm.yaml).", "",
             *lines, ""]
     if "floor" in result:
         text.append(f"Sampling noise alone: two independent {args.n}-sample target sets differ by KL "

@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--width", type=int, default=256)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--max-freq", type=float, default=1.0, help="model.max_freq (time-embedding frequencies)")
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--n", type=int, default=4000, help="test samples (W2 uses all of them, exact OT)")
     p.add_argument("--runs", default="runs/gmm_flowmaps")
     p.add_argument("--out", default="docs/benchmarks/gmm_flowmaps")
@@ -41,9 +44,10 @@ def main() -> None:
     for dim in [int(d) for d in args.dims.split(",")]:
         data = {"kind": "gmm", "dim": dim, "components": 8, "std": 0.1, "radius": 1.0, "seed": 0}
         for method in args.methods.split(","):
-            tree = {"seed": 0, "data": data, "model": {"width": args.width, "depth": 3, "max_freq": 1.0},
+            tree = {"seed": 0, "data": data, "model": {"width": args.width, "depth": args.depth,
+                                                     "max_freq": args.max_freq},
                     "objective": {"method": method},
-                    "train": {"steps": args.steps, "batch_size": args.batch, "lr": 2e-3, "schedule": "cosine",
+                    "train": {"steps": args.steps, "batch_size": args.batch, "lr": args.lr, "schedule": "cosine",
                               "warmup": 100, "ema": 0.999, "log_every": 500, "ckpt_every": 1000}}
             if method == "lmd":
                 tree["teacher"] = {"kind": "analytic"}
@@ -75,13 +79,14 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --steps {args.steps} --batch {args.batch} "
-           f"--width {args.width} --runs {args.runs} --out {args.out}")
+    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --dims {args.dims} --methods {args.methods} "
+           f"--steps {args.steps} --batch {args.batch} --width {args.width} --depth {args.depth} "
+           f"--max-freq {args.max_freq:g} --lr {args.lr:g} --runs {args.runs} --out {args.out}")
     out.with_suffix(".md").write_text(
         "# Flow maps against the exact flow map of a Gaussian mixture\n\n"
         f"Command: `{cmd}`\n\n"
-        f"8-component mixture (std 0.1, means on the unit sphere) in each dimension; MLP 3×{args.width}, batch "
-        f"{args.batch}, {args.steps} steps, one CPU thread (`train_s`: wall time on a shared machine). Errors of the "
+        f"8-component mixture (std 0.1, means on the unit sphere) in each dimension; MLP {args.depth}×{args.width} "
+        f"(time-embedding max_freq {args.max_freq:g}), lr {args.lr:g}, batch {args.batch}, {args.steps} steps, one CPU thread (`train_s`: wall time on a shared machine). Errors of the "
         f"N-step samples against the exact `X_{{0,1}}` of the same noise ({args.n} samples), relative to the data "
         "scale; W2 (exact OT) to fresh target samples beside the analytic teacher's adaptive (dopri5) solve.\n\n"
         + markdown_table(rows))
