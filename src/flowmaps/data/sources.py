@@ -74,7 +74,8 @@ def tensor_source(x: Tensor, name: str, labels: Tensor | None = None) -> Source:
         return out
 
     return Source(shape=tuple(x.shape[1:]), sigma_data=float(x.std()), name=name,
-                  num_classes=int(labels.max()) + 1 if labels is not None else 0, _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
+                  num_classes=int(labels.max()) + 1 if labels is not None else 0,
+                  _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
 
 
 def build_source(cfg) -> Source:
