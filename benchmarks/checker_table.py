@@ -36,7 +36,7 @@ PAPER_LSD = [0.086, 0.077, 0.071, 0.070, 0.071]
 
 def train_method(method: str, args) -> tuple[Path, float]:
     cfg_path = Path(args.configs) / f"checker_{method}.yaml"
-    over = [f"train.steps={args.steps}", f"train.batch_size={args.batch}"]
+    over = [f"train.steps={args.steps}", f"train.batch_size={args.batch}", *args.set]
     if re.search(r"^teacher:", cfg_path.read_text(), re.M):
         over.append(f"teacher.path={args.teacher}")
     if method == "pfmm":
@@ -78,6 +78,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20_000, help="samples per KL (the paper: 64,000)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--configs", default="configs")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for every method's config, e.g. model.depth=3 model.max_freq=1")
     p.add_argument("--runs", default="runs/checker_table")
     p.add_argument("--out", default="docs/benchmarks/checker_table")
     args = p.parse_args()
@@ -123,7 +125,8 @@ def render(result: dict, args, steps: list[int]) -> str:
     best = min(((r["kl"], m) for m, res in result["methods"].items() for r in res["rows"] if r["steps"] == 1),
                default=None)
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher} --steps {args.steps} "
-           f"--batch {args.batch} --n {args.n} --runs {args.runs} --out {args.out}")
+           f"--batch {args.batch} --n {args.n} --runs {args.runs} --out {args.out}"
+           + (f" --set {' '.join(args.set)}" if args.set else ""))
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
             f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",
             f"KL(target ‖ model) on the 50×50 grid over [−1, 1]², {args.n} samples, same noise for every row. "
