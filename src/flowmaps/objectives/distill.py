@@ -11,11 +11,10 @@ diagonal, where both losses reduce to flow matching on the teacher, ``|v(x, s, s
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from ..config import ConfigError
-from .mapbase import MapObjective, MapOptions, eulerian_residual, lagrangian, per_sample
+from .mapbase import MapObjective, MapOptions, eulerian_loss, lagrangian_loss
 
 
 class _Distill(MapObjective):
@@ -38,10 +37,7 @@ class LMD(_Distill):
     """Lagrangian map distillation."""
 
     def residual(self, model, x, s, t, label):
-        x_t, dt_x = lagrangian(model, x, s, t, label)
-        with torch.no_grad():
-            target = self.teacher()(x_t.detach(), t, label)
-        return per_sample(dt_x, target)
+        return lagrangian_loss(model, x, s, t, self.teacher(), label)
 
 
 class EMD(_Distill):
@@ -51,10 +47,7 @@ class EMD(_Distill):
         stopgrad: bool = Field(False, description="stop the gradient of ∇X · b (costs a second JVP)")
 
     def residual(self, model, x, s, t, label):
-        with torch.no_grad():
-            b = self.teacher()(x, s, label)
-        res = eulerian_residual(model, x, s, t, b, self.opts.stopgrad, label)
-        return res.pow(2).flatten(1).mean(1)
+        return eulerian_loss(model, x, s, t, self.teacher(), self.opts.stopgrad, label)
 
 
 METHODS = {"lmd": LMD, "emd": EMD}

@@ -68,6 +68,24 @@ def per_sample(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).pow(2).flatten(1).mean(1)
 
 
+def lagrangian_loss(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b, label: Tensor | None = None) -> Tensor:
+    """Per sample ``|∂_t X_{s,t}(x) − b(sg X_{s,t}(x), t)|²``: LMD with a teacher ``b``, LSD with the model's own
+    diagonal ``b(x, t) = v(x, t, t)``."""
+    x_t, dt_x = lagrangian(model, x, s, t, label)
+    with torch.no_grad():
+        target = b(x_t.detach(), t, label)
+    return per_sample(dt_x, target)
+
+
+def eulerian_loss(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b, stopgrad: bool,
+                  label: Tensor | None = None) -> Tensor:
+    """Per sample ``|∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b(x, s)|²`` (see :func:`eulerian_residual`): EMD with a teacher
+    ``b``, ESD with the model's own diagonal."""
+    with torch.no_grad():
+        b_s = b(x, s, label)
+    return eulerian_residual(model, x, s, t, b_s, stopgrad, label).pow(2).flatten(1).mean(1)
+
+
 class LearnedWeight(nn.Module):
     """``w(s, t)``: a small MLP on sinusoidal features of s and t − s, starting at w = 0."""
 

@@ -20,7 +20,12 @@ import torch
 from pydantic import Field
 
 from ..paths import bcast
-from .mapbase import MapObjective, MapOptions, eulerian_residual, jvp_map, lagrangian, per_sample, take
+from .mapbase import MapObjective, MapOptions, eulerian_loss, jvp_map, lagrangian_loss, per_sample, take
+
+
+def diagonal(model):
+    """The model's own velocity on the diagonal, ``b(x, t) = v_θ(x, t, t)``: the self-distillation teacher."""
+    return lambda x, t, label=None: model.v(x, t, t, label)
 
 
 class SelfDistillOptions(MapOptions):
@@ -47,10 +52,7 @@ class LSD(_SelfDistill):
     """Lagrangian self-distillation."""
 
     def off_diagonal(self, model, x, s, t, label):
-        x_t, dt_x = lagrangian(model, x, s, t, label)
-        with torch.no_grad():
-            target = model.v(x_t.detach(), t, t, label)
-        return per_sample(dt_x, target)
+        return lagrangian_loss(model, x, s, t, diagonal(model), label)
 
 
 class ESD(_SelfDistill):
@@ -60,9 +62,7 @@ class ESD(_SelfDistill):
         stopgrad: bool = Field(True, description="stop the gradient of ∇X · v (false: one augmented JVP)")
 
     def off_diagonal(self, model, x, s, t, label):
-        with torch.no_grad():
-            b = model.v(x, s, s, label)
-        return eulerian_residual(model, x, s, t, b, self.opts.stopgrad, label).pow(2).flatten(1).mean(1)
+        return eulerian_loss(model, x, s, t, diagonal(model), self.opts.stopgrad, label)
 
 
 class PSD(_SelfDistill):
