@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    finally:
+        distributed = sys.modules.get(f"{__package__}.distributed")  # loaded only by commands that use it
+        if distributed is not None:
+            distributed.close()
     return 0
 
 

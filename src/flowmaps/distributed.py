@@ -28,3 +28,10 @@ def init(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def close() -> None:
+    """Leave the process group, if any, before the interpreter exits: a group left to the interpreter's teardown
+    can abort the process (its communication threads outlive Python), turning a clean error exit into SIGABRT."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
