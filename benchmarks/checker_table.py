@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from flowmaps.config import load_config
-from flowmaps.evaluate import evaluate
-from flowmaps.metrics import kl_histogram
-from flowmaps.runs import load_run
-from flowmaps.train import train
+from flowmaps.run.config import load_config
+from flowmaps.app.evaluate import evaluate
+from flowmaps.core.metrics import kl_histogram
+from flowmaps.run.build import load_run
+from flowmaps.run.trainer import train
 
 METHODS = ["lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
 NAMES = {"lmd": "LMD", "emd": "EMD", "fmm": "FMM", "pfmm": "PFMM", "lsd": "LSD", "esd": "ESD", "psdm": "PSD-M",

@@ -29,15 +29,15 @@ import torch
 ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR / "src"))
 
-from flowmaps.config import load_config  # noqa: E402
-from flowmaps.evaluate import markdown_table, noise, save_rows  # noqa: E402
-from flowmaps.metrics.frechet import feature_extractor, frechet_distance  # noqa: E402
-from flowmaps.objectives import registry  # noqa: E402
+from flowmaps.run.config import load_config  # noqa: E402
+from flowmaps.app.evaluate import markdown_table, noise, save_rows  # noqa: E402
+from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance  # noqa: E402
+from flowmaps.core.objectives import registry  # noqa: E402
 from flowmaps.pairs import generate_pairs, run_teacher  # noqa: E402
-from flowmaps.plots import image_panels  # noqa: E402
-from flowmaps.runs import load_run  # noqa: E402
-from flowmaps.sampling import edm_subset_grid, sample, solve_edm, start_state, uniform_grid  # noqa: E402
-from flowmaps.train import train  # noqa: E402
+from flowmaps.app.plots import image_panels  # noqa: E402
+from flowmaps.run.build import load_run  # noqa: E402
+from flowmaps.core.sampling import edm_subset_grid, sample, solve_edm, start_state, uniform_grid  # noqa: E402
+from flowmaps.run.trainer import train  # noqa: E402
 
 GRIDS = {1: (0,), 2: (0, 1), 4: (0, 1, 3, 5)}
 

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flowmaps.checkpoint import CheckpointError, load_state, state_diff
+from flowmaps.io.checkpoint import CheckpointError, load_state, state_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "checker_fm.yaml"
@@ -109,7 +109,7 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
     overrides = TINY if overrides is None else overrides
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, "-m", "flowmaps.cli", "train", str(config), *overrides, "--out", str(out),
+        return [sys.executable, "-m", "flowmaps.app.cli", "train", str(config), *overrides, "--out", str(out),
                 "--resume", "--quiet"]
 
     ref = work / "reference"
@@ -207,7 +207,7 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
     teacher = work / "teacher"
     if not (teacher / CKPT).exists():
         shutil.rmtree(teacher, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "flowmaps.cli", "train", str(CONFIG), *TINY, "train.steps=30",
+        subprocess.run([sys.executable, "-m", "flowmaps.app.cli", "train", str(CONFIG), *TINY, "train.steps=30",
                         "--out", str(teacher), "--quiet"], env=_env(), check=True, stdout=subprocess.DEVNULL)
     env = {**_env(), "FAULT_SLOW_WRITE": "0.02"}
 

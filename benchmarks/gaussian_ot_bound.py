@@ -30,9 +30,9 @@ import torch
 ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR / "src"))
 
-from flowmaps.couplings import ot_permutation  # noqa: E402
-from flowmaps.evaluate import markdown_table, save_rows  # noqa: E402
-from flowmaps.plots import plt, save_figure  # noqa: E402
+from flowmaps.core.couplings import ot_permutation  # noqa: E402
+from flowmaps.app.evaluate import markdown_table, save_rows  # noqa: E402
+from flowmaps.app.plots import plt, save_figure  # noqa: E402
 
 DIMS = [2, 4, 8, 16, 32, 64, 128, 256]
 BATCHES = [64, 256, 1024, 2048, 4096, 16384]

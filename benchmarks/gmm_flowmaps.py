@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from flowmaps.config import parse_config
-from flowmaps.evaluate import markdown_table
-from flowmaps.metrics import wasserstein2
-from flowmaps.runs import load_run
-from flowmaps.sampling import sample, solve_adaptive, uniform_grid
-from flowmaps.train import train
+from flowmaps.run.config import parse_config
+from flowmaps.app.evaluate import markdown_table
+from flowmaps.core.metrics import wasserstein2
+from flowmaps.run.build import load_run
+from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
+from flowmaps.run.trainer import train
 
 
 def main() -> None:

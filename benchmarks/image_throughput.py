@@ -24,12 +24,12 @@ import torch
 ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR / "src"))
 
-from flowmaps.config import load_config  # noqa: E402
+from flowmaps.run.config import load_config  # noqa: E402
 from flowmaps.data.sources import Source  # noqa: E402
-from flowmaps.evaluate import markdown_table, save_rows  # noqa: E402
-from flowmaps.objectives import registry  # noqa: E402
-from flowmaps.runs import build_model, build_objective  # noqa: E402
-from flowmaps.train import ema_update, make_optimizer  # noqa: E402
+from flowmaps.app.evaluate import markdown_table, save_rows  # noqa: E402
+from flowmaps.core.objectives import registry  # noqa: E402
+from flowmaps.run.build import build_model, build_objective  # noqa: E402
+from flowmaps.run.trainer import ema_update, make_optimizer  # noqa: E402
 
 SHAPE = (3, 32, 32)
 

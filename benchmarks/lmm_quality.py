@@ -17,8 +17,8 @@ import torch
 
 from lmm_runs import ROOT_DIR, ensure, threads
 
-from flowmaps.evaluate import markdown_table, measure, noise, save_rows
-from flowmaps.sampling import constant_speed_grid, edm_subset_grid, sample, solve_edm, start_state, uniform_grid
+from flowmaps.app.evaluate import markdown_table, measure, noise, save_rows
+from flowmaps.core.sampling import constant_speed_grid, edm_subset_grid, sample, solve_edm, start_state, uniform_grid
 
 N = 64_000
 BASELINES = ["1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)"]

@@ -20,10 +20,10 @@ import torch
 ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR / "src"))
 
-from flowmaps.config import load_config  # noqa: E402
+from flowmaps.run.config import load_config  # noqa: E402
 from flowmaps.pairs import generate_pairs, run_teacher  # noqa: E402
-from flowmaps.runs import Run, load_run  # noqa: E402
-from flowmaps.train import train  # noqa: E402
+from flowmaps.run.build import Run, load_run  # noqa: E402
+from flowmaps.run.trainer import train  # noqa: E402
 
 ROOT = Path(os.environ.get("LMM_BENCH_ROOT", ROOT_DIR / "runs" / "bench_lmm"))
 STEPS = int(os.environ.get("LMM_BENCH_STEPS", 2000))  # smaller values only to smoke-test the scripts

@@ -19,9 +19,9 @@ import torch
 
 from lmm_runs import ROOT_DIR, ensure, threads
 
-from flowmaps.evaluate import markdown_table, noise, save_rows
-from flowmaps.metrics import straightness, trajectories
-from flowmaps.plots import plt, save_figure
+from flowmaps.app.evaluate import markdown_table, noise, save_rows
+from flowmaps.core.metrics import straightness, trajectories
+from flowmaps.app.plots import plt, save_figure
 
 NAMES = ["EDM (teacher)", "1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)",
          "LMM"]

@@ -22,10 +22,10 @@ import torch
 ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR / "src"))
 
-from flowmaps.config import parse_config  # noqa: E402
-from flowmaps.evaluate import markdown_table, save_rows  # noqa: E402
+from flowmaps.run.config import parse_config  # noqa: E402
+from flowmaps.app.evaluate import markdown_table, save_rows  # noqa: E402
 from flowmaps.pairs import generate_pairs, run_teacher  # noqa: E402
-from flowmaps.train import train  # noqa: E402
+from flowmaps.run.trainer import train  # noqa: E402
 
 N, BATCH, SHARD = 16_384, 4096, 8192
 

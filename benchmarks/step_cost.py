@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from flowmaps.config import parse_config
-from flowmaps.data.sources import build_source
-from flowmaps.evaluate import markdown_table
-from flowmaps.objectives import Context
-from flowmaps.paths import interpolant
-from flowmaps.runs import build_model, resolve_scales
+from flowmaps.run.config import parse_config
+from flowmaps.data import build_source
+from flowmaps.app.evaluate import markdown_table
+from flowmaps.core.objectives import Context
+from flowmaps.core.paths import interpolant
+from flowmaps.run.build import build_model, resolve_scales
 
 METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
 JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0,
@@ -63,7 +63,7 @@ def setup(method: str, args):
     teacher_net = build_model(cfg, source, "velocity").requires_grad_(False)
     sigma0, _ = resolve_scales(cfg, source)
     ctx = Context(interpolant("linear"), sigma0, lambda x, t, label=None: teacher_net.velocity(x, t, label), source)
-    from flowmaps.objectives import objective_class
+    from flowmaps.core.objectives import objective_class
 
     cls = objective_class(method)
     objective = cls(cfg.objective_options(), ctx)

@@ -12,19 +12,19 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-import flowmaps.train as training
-from flowmaps.config import load_config
+import flowmaps.run.trainer as training
+from flowmaps.run.config import load_config
 
-_loop = training._loop
-
-
-def _loop_then_save(cfg, run_dir, model, *args):
-    _loop(cfg, run_dir, model, *args)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(Path(sys.argv[3]) / f"rank{os.environ['RANK']}.safetensors"))
+_fit = training.fit
 
 
-training._loop = _loop_then_save
+def _fit_then_save(state, *args):
+    _fit(state, *args)
+    weights = {k: v.detach().contiguous() for k, v in state.model.state_dict().items()}
+    save_file(weights, str(Path(sys.argv[3]) / f"rank{os.environ['RANK']}.safetensors"))
+
+
+training.fit = _fit_then_save
 
 if __name__ == "__main__":
     training.train(load_config(sys.argv[1], sys.argv[4:]), sys.argv[2], progress=False)

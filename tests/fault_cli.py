@@ -2,9 +2,9 @@
 
 - ``nan_fm``: flow matching whose loss (``nan_at``) or gradient alone (``nan_grad_at``) is made non-finite
   at the given 1-based steps, to drive the non-finite guard exactly, and whose loss is multiplied by ``scale``;
-- ``critic_fm``: flow matching weighted by a small critic that trains itself with its own Adam inside
-  ``loss`` (as an adversarial objective does), so a resume is exact only if the objective's ``state_dict``
-  and ``train_state`` (the critic optimizer) and the RNG it draws from are all restored. With
+- ``critic_fm``: flow matching weighted by a small critic, an auxiliary network the trainer steps with its own
+  Adam (as an adversarial objective's discriminator), so a resume is exact only if the objective's
+  ``state_dict``, the critic's optimizer and the RNG it draws from are all restored. With
   ``FAULT_KILL_AT_STEP=K`` in the environment, the process sends itself SIGKILL inside step K + 1, once steps
   1 … K are done and logged: a kill at an exact point, with no race against a fast training loop.
 
@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn
 
-import flowmaps.objectives as objectives
-from flowmaps.objectives.fm import FM
+from flowmaps.core.objectives import Auxiliary, register
+from flowmaps.core.objectives.fm import FM
 
 
 class NanFM(FM):
@@ -33,59 +33,52 @@ class NanFM(FM):
         scale: float = 1.0
 
     def loss(self, model, batch, step):
-        loss, logs = super().loss(model, batch, step)
-        loss = self.opts.scale * loss
+        out = super().loss(model, batch, step)
+        out.value = self.opts.scale * out.value
         if step + 1 in self.opts.nan_at:
-            loss = loss * float("nan")
+            out.value = out.value * float("nan")
         if step + 1 in self.opts.nan_grad_at:  # value + 0, gradient 0 · d sqrt(|0|) = NaN
             w = next(model.parameters())
-            loss = loss + 0.0 * (w - w.detach()).abs().sqrt().sum()
-        return loss, logs
+            out.value = out.value + 0.0 * (w - w.detach()).abs().sqrt().sum()
+        return out
 
 
 class CriticFM(FM):
     def __init__(self, opts, ctx):
         super().__init__(opts, ctx)
-        self.critic = nn.Linear(ctx.source.shape[0], 1)
+        self.critic = nn.Linear(ctx.shape[0], 1)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=1e-2)
+
+    def auxiliaries(self):
+        return {"critic": Auxiliary(self.critic, lambda p: torch.optim.Adam(p, lr=1e-2))}
 
     def loss(self, model, batch, step):
         if step == int(os.environ.get("FAULT_KILL_AT_STEP", -1)):
             os.kill(os.getpid(), signal.SIGKILL)
-        loss, logs = super().loss(model, batch, step)
+        out = super().loss(model, batch, step)
         x1 = batch["x1"]
         c = self.critic(x1 + 0.1 * torch.randn_like(x1)).pow(2).mean()
-        self.critic_opt.zero_grad(set_to_none=True)
-        c.backward()
-        self.critic_opt.step()
         self.calls += 1
         weight = 1 + torch.sigmoid(self.critic(x1).mean()).detach()
-        return weight * loss, {"critic": float(c)}
-
-    def train_state(self):
-        return {"critic_opt": self.critic_opt.state_dict()}
-
-    def load_train_state(self, state):
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        out.value, out.logs["critic"], out.aux["critic"] = weight * out.value, float(c), c
+        return out
 
 
-METHODS = {"nan_fm": NanFM, "critic_fm": CriticFM}
-_registry = objectives.registry
-objectives.registry = lambda: {**_registry(), **METHODS}
+for name, cls in {"nan_fm": NanFM, "critic_fm": CriticFM}.items():
+    register(name, cls)
 
 if os.environ.get("FAULT_SLOW_WRITE"):
-    import flowmaps.pairs as pairs
+    import flowmaps.pairs.generate as generate
 
-    _save = pairs._save
+    _save = generate.save_shard
 
     def _slow_save(path, rows):
         _save(path, rows)
         time.sleep(float(os.environ["FAULT_SLOW_WRITE"]))
 
-    pairs._save = _slow_save
+    generate.save_shard = _slow_save
 
 if __name__ == "__main__":
-    from flowmaps.cli import main
+    from flowmaps.app.cli import main
 
     sys.exit(main())

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from flowmaps.cli import main
+from flowmaps.app.cli import main
 
 RECIPE = """seed: 0
 data: {kind: gmm, dim: 2, components: 4, std: 0.2}

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowmaps.checkpoint import CheckpointError, load_state, save_state
-from flowmaps.config import ConfigError, dump_config, load_config, parse_config
+from flowmaps.errors import CheckpointError, ConfigError
+from flowmaps.io.checkpoint import load_state, save_state
+from flowmaps.run.config import dump_config, load_config, parse_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from flowmaps.couplings import couple, ot_permutation, sinkhorn_permutation
+from flowmaps.core.couplings import couple, ot_permutation, sinkhorn_permutation
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -34,8 +34,8 @@ def test_sinkhorn_is_a_permutation_and_approaches_ot_at_small_reg():
 
 def test_couple_keeps_x0_and_permutes_x1():
     x0, x1 = torch.randn(16, 4), torch.randn(16, 4)
-    for kind in ("independent", "ot", "sinkhorn"):
-        a, b = couple(kind, x0, x1)
+    for coupling in ("independent", "ot", "sinkhorn"):
+        a, b = couple(coupling, x0, x1)
         assert torch.equal(a, x0)
         idx = (b[:, None, :] == x1[None]).all(-1).float().argmax(1)
         assert torch.equal(x1[idx], b) and sorted(idx.tolist()) == list(range(16))

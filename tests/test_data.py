@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowmaps.data.arrays import DataError, load_array, save_array
+from flowmaps.errors import DataError
+from flowmaps.io.arrays import load_array, save_array
 from flowmaps.data.toy import TOY, sample_toy, toy_bounds
 
 

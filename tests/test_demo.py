@@ -2,7 +2,7 @@
 
 import json
 
-from flowmaps.cli import main
+from flowmaps.app.cli import main
 
 
 def test_demo_fast_writes_samples_plot_and_metrics(tmp_path, capsys):

@@ -13,10 +13,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from flowmaps.config import parse_config
-from flowmaps.objectives import registry
-from flowmaps.pairs import generate_pairs, read_manifest, run_teacher, verify_store
-from flowmaps.train import train
+from flowmaps.core.objectives import registry
+from flowmaps.pairs.generate import generate_pairs
+from flowmaps.pairs.store import read_manifest, verify_store
+from flowmaps.run.build import pair_teacher
+from flowmaps.run.config import parse_config
+from flowmaps.run.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +78,10 @@ def test_two_ranks_split_pair_generation_and_resume_a_one_process_store(tmp_path
     teacher = tmp_path / "teacher"
     train(parse_config(cfg), teacher, progress=False)
     kw = dict(solver="rk4", steps=8, shard_size=30, batch_size=16, progress=False)
-    ref = generate_pairs(run_teacher(teacher, "rk4", 8), 200, tmp_path / "ref", **kw)
-    part = generate_pairs(run_teacher(teacher, "rk4", 8), 200, tmp_path / "store", stop_after=2, **kw)
+    ref = generate_pairs(pair_teacher(teacher, "rk4", 8), 200, tmp_path / "ref", **kw)
+    part = generate_pairs(pair_teacher(teacher, "rk4", 8), 200, tmp_path / "store", stop_after=2, **kw)
     assert len(part["shards"]) == 2 and not part["complete"]
-    args = ["-m", "flowmaps.cli", "pairs", str(teacher), "--n", "200", "--out", str(tmp_path / "store"),
+    args = ["-m", "flowmaps", "pairs", str(teacher), "--n", "200", "--out", str(tmp_path / "store"),
             "--solver", "rk4", "--steps", "8", "--batch-size", "16", "--quiet"]
     outs = _two_ranks(args)
     assert outs[0][0].startswith("200 pairs (rk4, NFE 32) in 7 shards, complete") and outs[1][0] == ""

@@ -4,19 +4,20 @@ import pytest
 import torch
 from torch import nn
 
-from flowmaps.config import ConfigError, parse_config
-from flowmaps.data.sources import mixture_source
-from flowmaps.metrics import wasserstein2
-from flowmaps.models import FlowMap
-from flowmaps.nets.mlp import MLP
-from flowmaps.objectives import Context, objective_class
-from flowmaps.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
-from flowmaps.paths import bcast, interpolant
-from flowmaps.runs import build_objective, load_run
-from flowmaps.sampling import sample, solve_adaptive, uniform_grid
-from flowmaps.teachers import GaussianMixture
-from flowmaps.times import band_pairs, max_gap, sample_times
-from flowmaps.train import train
+from flowmaps.data.sources import MixtureSource
+from flowmaps.errors import ConfigError
+from flowmaps.run.config import parse_config
+from flowmaps.core.metrics import wasserstein2
+from flowmaps.core.models import FlowMap
+from flowmaps.core.nets.mlp import MLP
+from flowmaps.core.objectives import Context, objective_class
+from flowmaps.core.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
+from flowmaps.core.paths import bcast, interpolant
+from flowmaps.run.build import build_objective, load_run
+from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
+from flowmaps.core.teachers import GaussianMixture
+from flowmaps.core.times import band_pairs, max_gap, sample_times
+from flowmaps.run.trainer import train
 
 LINEAR = interpolant("linear")
 
@@ -36,7 +37,7 @@ class ExactMap(FlowMap):
     ``eps`` perturbs it."""
 
     def __init__(self, eps: float = 0.0):
-        super().__init__(nn.Identity(), LINEAR, S0, 1.0, kind="flowmap")
+        super().__init__(nn.Identity(), LINEAR, S0, 1.0, form="flowmap")
         self.eps = eps
 
     def v(self, x, s, t, label=None):
@@ -45,7 +46,7 @@ class ExactMap(FlowMap):
 
 
 def gauss_objective(method, **opts):
-    ctx = Context(LINEAR, S0, GAUSS.teacher(LINEAR, S0), mixture_source(GAUSS))
+    ctx = Context(LINEAR, S0, (2,), GAUSS.teacher(LINEAR, S0))
     cls = objective_class(method)
     return cls(cls.Config(**opts), ctx)
 
@@ -111,20 +112,22 @@ def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
     obj = gauss_objective(method, **opts)
     batch = {"x1": GAUSS.sample(2048)}
     torch.manual_seed(1)
-    _, exact = obj.loss(ExactMap(), batch, 0)
+    exact = obj.loss(ExactMap(), batch, 0).logs
     torch.manual_seed(1)
-    _, wrong = obj.loss(ExactMap(0.1), batch, 0)
+    wrong = obj.loss(ExactMap(0.1), batch, 0).logs
     assert exact["off"] < 1e-9 and wrong["off"] > 1e-5, (exact, wrong)
 
 
 def test_pfmm_target_is_exact_when_its_frozen_copy_is():
     obj = gauss_objective("pfmm", rounds=2, round_steps=10)
     batch = {"x1": GAUSS.sample(2048)}
-    loss0, logs0 = obj.loss(ExactMap(), batch, 0)  # round 0: two Euler steps of the teacher, not exact
+    out0 = obj.loss(ExactMap(), batch, 0)  # round 0: two Euler steps of the teacher, not exact
+    loss0, logs0 = out0.value, out0.logs
     assert logs0["round"] == 0 and 1e-7 < float(loss0) < 1e-2
-    loss, logs = obj.loss(ExactMap(), batch, 15)  # round 1: the frozen copy is the exact map
+    out = obj.loss(ExactMap(), batch, 15)  # round 1: the frozen copy is the exact map
+    loss, logs = out.value, out.logs
     assert logs["round"] == 1 and float(loss) < 1e-10
-    assert float(obj.loss(ExactMap(0.1), batch, 15)[0]) > 1e-3
+    assert float(obj.loss(ExactMap(0.1), batch, 15).value) > 1e-3
 
 
 @pytest.mark.parametrize("method", ["fmm", "meanflow"])
@@ -134,7 +137,7 @@ def test_stochastic_losses_are_smallest_at_the_exact_map(method):
     losses = []
     for eps in (0.0, 0.05, -0.05):
         torch.manual_seed(2)
-        losses.append(float(obj.loss(ExactMap(eps), batch, 0)[0]))
+        losses.append(float(obj.loss(ExactMap(eps), batch, 0).value))
     assert losses[0] < min(losses[1:]), losses
 
 
@@ -198,7 +201,7 @@ def test_flow_map_learns_the_exact_map(method, tmp_path):
     train(map_cfg(method, **size), tmp_path / "run", progress=False)
     model = load_run(tmp_path / "run").model
     mix, n = GaussianMixture.random(2, 4, 0.2, 1.0, 3), 2000
-    assert model.kind == "flowmap" and model.sigma0 == pytest.approx(mix.std())
+    assert model.form == "flowmap" and model.sigma0 == pytest.approx(mix.std())
     z = model.sigma0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(99))
     exact = mix.flow_map(z, torch.zeros(n), torch.ones(n), sigma0=model.sigma0, rtol=1e-7, atol=1e-8)
     scale = (exact - exact.mean(0)).pow(2).sum(1).mean().sqrt()
@@ -228,10 +231,10 @@ def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
 def test_learned_weight_is_trained_with_the_model(tmp_path):
     cfg = map_cfg("lsd", steps=20, learned_weight=True)
     cfg.model.width, cfg.train.batch_size = 32, 64
-    objective = build_objective(cfg, mixture_source(GaussianMixture.random(2, 4, 0.2, 1.0, 3)))
+    objective, _ = build_objective(cfg, MixtureSource(GaussianMixture.random(2, 4, 0.2, 1.0, 3)))
     assert len(objective.extra_parameters()) == 4
     train(cfg, tmp_path / "run", progress=False)
-    from flowmaps.checkpoint import load_state
+    from flowmaps.io.checkpoint import load_state
 
     state = load_state(tmp_path / "run" / "checkpoint.safetensors")
     assert float(state["objective"]["weight.net.2.weight"].abs().sum()) > 0  # starts at zero
@@ -255,10 +258,7 @@ def test_config_errors(tree, match):
 
 def test_pfmm_rejects_square_and_teacher_needs_a_mixture():
     with pytest.raises(ConfigError, match="pfmm"):
-        build_objective(map_cfg("pfmm", square=True), mixture_source(GAUSS))
-    cfg = parse_config({"objective": {"method": "lmd"}, "teacher": {"kind": "analytic"}})  # toy data
-    from flowmaps.data.sources import build_source
-
+        build_objective(map_cfg("pfmm", square=True), MixtureSource(GAUSS))
     with pytest.raises(ConfigError, match="analytic"):
-        build_objective(cfg, build_source(cfg.data))
+        parse_config({"objective": {"method": "lmd"}, "teacher": {"kind": "analytic"}})  # toy data
 

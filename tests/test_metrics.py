@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowmaps.data.toy import sample_toy
-from flowmaps.metrics import energy_distance, kl_histogram, straightness, trajectories, wasserstein2
+from flowmaps.core.metrics import energy_distance, kl_histogram, straightness, trajectories, wasserstein2
 
 
 def _gen(seed: int) -> torch.Generator:

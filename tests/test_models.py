@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from flowmaps.models import FlowMap
-from flowmaps.nets.mlp import MLP
-from flowmaps.paths import interpolant
+from flowmaps.core.models import FlowMap
+from flowmaps.core.nets.mlp import MLP
+from flowmaps.core.paths import interpolant
 
 
-def model(kind="flowmap", classes=0):
+def model(form="flowmap", classes=0):
     torch.manual_seed(0)
     net = MLP(3, 64, width=32, depth=2, num_classes=classes)
     for p in net.parameters():  # the zero-initialised output layer would hide the conditioning
         torch.nn.init.normal_(p, std=0.3)
-    return FlowMap(net, interpolant("linear"), sigma0=0.5, sigma_data=2.0, kind=kind, time_dim=32)
+    return FlowMap(net, interpolant("linear"), sigma0=0.5, sigma_data=2.0, form=form, time_dim=32)
 
 
 def test_identity_on_the_diagonal_and_conditioning():
@@ -32,8 +32,8 @@ def test_kinds_define_the_step():
     # an endpoint model walks the straight line to its predicted endpoint
     f = end.endpoint(x, s)
     assert torch.allclose(end.step(x, s, u), x + 0.4 * (f - x) / 0.8, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown model kind"):
-        FlowMap(MLP(3, 64), interpolant("linear"), kind="score")
+    with pytest.raises(ValueError, match="unknown model form"):
+        FlowMap(MLP(3, 64), interpolant("linear"), form="score")
 
 
 def test_class_conditioning_changes_the_output():
@@ -45,6 +45,6 @@ def test_class_conditioning_changes_the_output():
 
 
 def test_zero_initialised_output_starts_at_the_identity_map():
-    m = FlowMap(MLP(3, 64), interpolant("linear"), kind="flowmap")
+    m = FlowMap(MLP(3, 64), interpolant("linear"), form="flowmap")
     x = torch.randn(5, 3)
     assert torch.equal(m(x, torch.zeros(5), torch.ones(5)), x)

@@ -6,25 +6,29 @@ import numpy as np
 import pytest
 import torch
 
-from flowmaps.cli import main
-from flowmaps.config import DataConfig, parse_config
-from flowmaps.pairs import (PairStore, PairStoreError, Teacher, generate_pairs, noise, pair_source, read_manifest,
-                            shard_name, solver_plan, verify_store)
-from flowmaps.teachers import GaussianMixture
+from flowmaps.app.cli import main
+from flowmaps.core.sampling import edm_grid
+from flowmaps.data import build_source
+from flowmaps.data.sources import GMMData
+from flowmaps.errors import PairStoreError
+from flowmaps.pairs.generate import PairTeacher, generate_pairs, pair_solver_nfe
+from flowmaps.pairs.store import PairStore, indexed_noise, read_manifest, shard_name, verify_store
+from flowmaps.run.config import parse_config
+from flowmaps.core.teachers import GaussianMixture
 
 MIX = GaussianMixture.random(2, components=4, std=0.2, radius=1.0, seed=3)
 SIGMA0 = MIX.std()
 
 
-def gmm_teacher(tag: str = "a") -> Teacher:
+def gmm_teacher(tag: str = "a") -> PairTeacher:
     """The exact flow map of the analytic mixture as a teacher Φ(z) = X_{0,1}(z)."""
 
     def phi(z, label=None):
         n = z.shape[0]
         return MIX.flow_map(z, torch.zeros(n), torch.ones(n), sigma0=SIGMA0, rtol=1e-7, atol=1e-8, label=label), 0
 
-    data = DataConfig(kind="gmm", dim=2, components=4, std=0.2, radius=1.0, seed=3).model_dump(mode="json")
-    return Teacher(phi, {"kind": "analytic", "tag": tag, "data": data}, SIGMA0, (2,))
+    data = GMMData(dim=2, components=4, std=0.2, radius=1.0, seed=3).model_dump(mode="json")
+    return PairTeacher(phi, {"kind": "analytic", "tag": tag, "data": data}, SIGMA0, (2,))
 
 
 def test_round_trip_and_noise_from_seeds(tmp_path):
@@ -34,7 +38,7 @@ def test_round_trip_and_noise_from_seeds(tmp_path):
     store = PairStore(tmp_path / "s")
     idx = torch.tensor([69, 0, 33, 33, 5])
     z, x1 = store.get(idx)
-    assert torch.equal(z, noise(5, idx.tolist(), (2,), SIGMA0))
+    assert torch.equal(z, indexed_noise(5, idx.tolist(), (2,), SIGMA0))
     ref = MIX.flow_map(z, torch.zeros(5), torch.ones(5), sigma0=SIGMA0, rtol=1e-7, atol=1e-8)
     assert torch.allclose(x1, ref, atol=1e-5)
     assert verify_store(tmp_path / "s", full=True, check_noise=True) == {}
@@ -89,7 +93,7 @@ def test_other_teacher_or_settings_refused(tmp_path):
 
 def test_pair_source_batches_and_real_data(tmp_path):
     generate_pairs(gmm_teacher(), 64, tmp_path / "s", solver="adaptive", shard_size=32, progress=False)
-    src = pair_source(DataConfig(kind="pairs", path=str(tmp_path / "s")))
+    src = build_source({"kind": "pairs", "path": str(tmp_path / "s")})
     torch.manual_seed(0)
     b = src.sample(10)
     assert set(b) == {"x0", "x1"} and b["x0"].shape == (10, 2)
@@ -101,7 +105,7 @@ def test_pair_source_batches_and_real_data(tmp_path):
 
 
 def test_edm_solver_plan_has_35_nfe():
-    grid, nfe = solver_plan("edm", 18, 1.0)
+    grid, nfe = edm_grid(18, 1.0), pair_solver_nfe("edm", 18)
     assert nfe == 35 and len(grid) == 19 and float(grid[-1]) == 1.0
     assert abs(float(grid[0]) - 1 / 81) < 1e-12
 
@@ -112,7 +116,7 @@ def test_cli_pairs_from_a_trained_run(tmp_path, capsys):
     cfg = parse_config({"data": {"kind": "gmm", "dim": 2, "components": 4},
                         "model": {"width": 32, "depth": 2},
                         "train": {"steps": 5, "batch_size": 64, "log_every": 5, "ckpt_every": 5}})
-    from flowmaps.train import train
+    from flowmaps.run.trainer import train
 
     train(cfg, tmp_path / "teacher", progress=False)
     out = tmp_path / "pairs"

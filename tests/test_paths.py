@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from flowmaps.paths import (denoiser_to_velocity, edm_to_linear, interpolant, linear_to_edm, sigma_to_t,
+from flowmaps.core.paths import (denoiser_to_velocity, edm_to_linear, interpolant, linear_to_edm, sigma_to_t,
                             t_to_sigma)
-from flowmaps.teachers import GaussianMixture
+from flowmaps.core.teachers import GaussianMixture
 
 
 @pytest.mark.parametrize("name", ["linear", "trig"])
@@ -17,7 +17,7 @@ def test_boundary_values_and_derivatives(name):
     t = torch.rand(5, dtype=torch.float64) * 0.9 + 0.05
     h = 1e-6
     fd = (it(x0, x1, t + h) - it(x0, x1, t - h)) / (2 * h)
-    assert torch.allclose(it.velocity(x0, x1, t), fd, atol=1e-8)
+    assert torch.allclose(it.derivative(x0, x1, t), fd, atol=1e-8)
     # std is the per-coordinate std of I_t for independent x0 ~ N(0, σ0²), x1 ~ N(0, σd²)
     g = torch.Generator().manual_seed(0)
     n = 400_000

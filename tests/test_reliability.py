@@ -1,9 +1,9 @@
 """Reliability, driven through the command line: SIGKILL and exact resume, non-finite guards, loads that
 never unpickle, and one clear line (with nothing on disk touched) for every bad input.
 
-Training runs are fresh ``python -m flowmaps.cli`` (or ``tests/fault_cli.py``) subprocesses, killed with real
+Training runs are fresh ``python -m flowmaps`` (or ``tests/fault_cli.py``) subprocesses, killed with real
 signals. A fresh interpreter pays ~2 s of CPU for the torch import, so the many bad-input cases run the same
-``flowmaps.cli.main(argv)`` that the ``flowmaps`` console entry runs, each in its own forked process with
+``flowmaps.app.cli.main(argv)`` that the ``flowmaps`` console entry runs, each in its own forked process with
 its own stderr and exit status (:func:`forked_cli`). Runs are tiny: a 2-layer MLP of width 32 on the
 checkerboard for at most 200 steps.
 """
@@ -30,13 +30,15 @@ import pytest
 import torch
 import yaml
 
-import flowmaps.cli
-import flowmaps.evaluate  # noqa: F401  (imported before forking, as the commands need them)
-import flowmaps.runs  # noqa: F401
-import flowmaps.train  # noqa: F401
-from flowmaps.checkpoint import load_state, lock_folder, save_state, state_diff
-from flowmaps.pairs import read_manifest, verify_store
-from flowmaps.config import dump_config, parse_config
+import flowmaps.app.cli
+import flowmaps.app.evaluate  # noqa: F401  (imported before forking, as the commands need them)
+import flowmaps.run.build  # noqa: F401
+import flowmaps.run.trainer  # noqa: F401
+from flowmaps.errors import CheckpointError
+from flowmaps.io.checkpoint import load_state, save_state, state_diff
+from flowmaps.io.files import lock_folder
+from flowmaps.pairs.store import read_manifest, verify_store
+from flowmaps.run.config import dump_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_CLI = ROOT / "tests" / "fault_cli.py"
@@ -53,7 +55,7 @@ TINY = {
 
 
 def _cmd(args, fault: bool) -> list[str]:
-    head = [sys.executable, str(FAULT_CLI)] if fault else [sys.executable, "-m", "flowmaps.cli"]
+    head = [sys.executable, str(FAULT_CLI)] if fault else [sys.executable, "-m", "flowmaps"]
     return head + [str(a) for a in args]
 
 
@@ -62,7 +64,7 @@ def cli(*args, fault: bool = False) -> subprocess.CompletedProcess:
 
 
 def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedProcess:
-    """``flowmaps ARGS`` in a forked child: ``flowmaps.cli.main(argv)``, its stderr and its exit status.
+    """``flowmaps ARGS`` in a forked child: ``flowmaps.app.cli.main(argv)``, its stderr and its exit status.
 
     ``max_file_size`` (bytes): the child cannot grow a file beyond it, as on a full disk (RLIMIT_FSIZE).
     """
@@ -75,7 +77,7 @@ def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedP
                     resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
                 os.dup2(err.fileno(), 2)
                 sys.stderr = os.fdopen(2, "w", closefd=False)
-                code = flowmaps.cli.main([str(a) for a in args])
+                code = flowmaps.app.cli.main([str(a) for a in args])
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
@@ -174,7 +176,7 @@ def test_kill9_at_any_point_then_same_command_resumes_bit_identical(tmp_path, ti
 
     a, b = load_state(ref / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")
     assert state_diff(a, b) == []
-    assert int(b["step"]) == 200 and int(b["objective"]["calls"]) == 200 and b["objective_train"]["critic_opt"]["state"]
+    assert int(b["step"]) == 200 and int(b["objective"]["calls"]) == 200 and b["aux_optim"]["critic"]["state"]
     drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
     rows = drop(metric_rows(run))
     assert [int(r["step"]) for r in rows] == list(range(1, 201))  # cut back to the checkpoint, then continued
@@ -346,7 +348,7 @@ def test_files_with_code_are_refused_and_never_run(case, tmp_path, fm_run, tiny_
     else:
         np.save(tmp_path / "d.npy", np.array([[Payload(marker), 1.0]], dtype=object), allow_pickle=True)
         data = f"data.path={tmp_path / 'd.npy'}"
-        r = forked_cli("train", tiny_cfg, "--out", tmp_path / "new", "data.kind=array", data)
+        r = forked_cli("train", tiny_cfg, "--out", tmp_path / "new", "data={kind: array}", data)
         expect = "unreadable or corrupt .npy"
     assert r.returncode == 2 and expect in error_line(r)
     assert not marker.exists()
@@ -372,10 +374,10 @@ def test_corrupt_checkpoint_is_named(tmp_path, fm_run):
     data = bytearray(ckpt.read_bytes())
     data[-3] ^= 0xFF
     ckpt.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="checksum mismatch"):
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
         load_state(ckpt)
     ckpt.write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(ValueError, match=f"{re.escape(str(ckpt))}: refused"):
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(ckpt))}: refused"):
         load_state(ckpt)
 
 
@@ -403,7 +405,7 @@ def _write_bad_inputs(d: Path, fm_run: Path, tiny_cfg: Path) -> dict[str, Path]:
 
 NEW = ["train", "{cfg}", "--out", "{d}/new"]  # a new run of the tiny config
 RUN = ["train", "{cfg}", "--out", "{run}", "train.steps=30", "train.ckpt_every=10"]  # the existing run's command
-ARRAY = NEW + ["data.kind=array"]
+ARRAY = NEW + ["data={{kind: array}}"]
 BAD_INPUTS = {
     # name: (command line, expected part of the one-line error)
     "unknown config key": (["train", "{d}/typo.yaml", "--out", "{d}/new"],
@@ -423,7 +425,7 @@ BAD_INPUTS = {
     "data with NaN": (ARRAY + ["data.path={d}/nan.npy"], r"nan\.npy: 1 non-finite"),
     "empty data": (ARRAY + ["data.path={d}/empty.npy"], r"empty\.npy: empty array"),
     "data of the wrong shape": (ARRAY + ["data.path={d}/flat.npy"], r"expected \(N, \*dims\)"),
-    "model for another shape": (NEW + ["model.net=unet"],
+    "model for another shape": (NEW + ["model={{net: unet}}"],
                                 r"model\.net=unet needs image data of shape \(C, H, W\); the data has shape \(2,\)"),
     "checkpoint from another config": (["train", "{cfg}", "--out", "{other}", "--resume", "train.steps=30",
                                         "train.ckpt_every=10"],
@@ -454,7 +456,7 @@ def test_bad_input_one_line_nonzero_exit_nothing_touched(name, tmp_path, fm_run,
 
 
 def test_bad_input_through_a_fresh_interpreter(tmp_path, tiny_cfg):
-    """The same contract from a fresh ``python -m flowmaps.cli``, as a user types it."""
+    """The same contract from a fresh ``python -m flowmaps.app.cli``, as a user types it."""
     r = cli("train", tiny_cfg, "--out", tmp_path / "new", "train.steps=0")
     assert r.returncode == 2 and "train.steps: Input should be greater than or equal to 1" in error_line(r)
     assert list(tmp_path.iterdir()) == []

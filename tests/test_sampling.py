@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flowmaps.sampling import check_grid, edm_grid, edm_sigmas, sample, solve, solve_adaptive, uniform_grid
+from flowmaps.core.sampling import check_grid, edm_grid, edm_sigmas, sample, solve, solve_adaptive, uniform_grid
 
 
 def linear_field(x, t):
@@ -53,9 +53,9 @@ def test_bad_grids_are_refused(grid, match):
 
 
 class ExactMap(torch.nn.Module):
-    """The flow map of dx/dt = x (X_{s,t}(x) = x e^{t-s}) as a model of kind ``flowmap``."""
+    """The flow map of dx/dt = x (X_{s,t}(x) = x e^{t-s}) as a model of form ``flowmap``."""
 
-    kind = "flowmap"
+    form = "flowmap"
 
     def step(self, x, s, u, label=None):
         return x * torch.exp(u - s)[:, None]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from flowmaps.paths import interpolant
-from flowmaps.teachers import GaussianMixture
+from flowmaps.core.paths import interpolant
+from flowmaps.core.teachers import GaussianMixture
 
 
 @pytest.mark.parametrize("name", ["linear", "trig"])

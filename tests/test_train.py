@@ -5,10 +5,11 @@ import csv
 import pytest
 import torch
 
-from flowmaps.config import ConfigError, parse_config
-from flowmaps.evaluate import evaluate
-from flowmaps.runs import load_run
-from flowmaps.train import NonFiniteError, train
+from flowmaps.errors import ConfigError, NonFiniteError
+from flowmaps.run.config import parse_config
+from flowmaps.app.evaluate import evaluate
+from flowmaps.run.build import load_run
+from flowmaps.run.trainer import train
 
 TINY = ["data.kind=gmm", "data.dim=2", "data.components=4", "data.std=0.1", "model.width=64", "model.depth=2",
         "train.batch_size=256", "train.log_every=10", "train.ckpt_every=25", "train.lr=5e-3", "objective.method=fm", "eval.n=2000"]
@@ -64,7 +65,7 @@ def test_flow_matching_learns_a_gaussian_mixture(tmp_path):
     assert rel < 0.15, rel
     rows = {r["solver"]: r for r in evaluate(run.model, run.source, [16], 2000, solvers=("heun",))}
     ref = run.source.reference(2000, seed=7)
-    from flowmaps.metrics import wasserstein2
+    from flowmaps.core.metrics import wasserstein2
 
     floor = wasserstein2(ref, run.source.reference(2000, seed=8))  # two target samples of this size
     assert rows["heun"]["w2"] < 3 * floor + 0.02, (rows, floor)

@@ -4,4 +4,4 @@ Convention everywhere: t = 0 is noise, t = 1 is data, and every model is a flow 
 ``X_{s,t}(x) = x + (t - s) v(x, s, t)``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,0 +1,25 @@
+"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images and teacher pairs, each with its
+options model; ``data.kind`` chooses one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.options import Options, dispatch
+from .images import ImagesData
+from .pairs import PairsData
+from .sources import ArrayData, GMMData, Source, check_scale
+from .toy import ToyData
+
+DATA: dict[str, type[Options]] = {"toy": ToyData, "gmm": GMMData, "array": ArrayData, "pairs": PairsData,
+                                  "images": ImagesData}
+
+
+def data_options(value: Any) -> Options:
+    """Validate a ``data`` section (``kind`` defaults to ``toy``) into its options model."""
+    return dispatch(value, "data", "kind", "toy", DATA)
+
+
+def build_source(value: Any) -> Source:
+    """The source a ``data`` section (options model or mapping) describes, its data checked to vary."""
+    return check_scale(data_options(value).build())

@@ -2,35 +2,38 @@
 
 ``data.kind: images`` with ``data.name``:
 
-- ``digits``: the 1,797 8×8 digits bundled with scikit-learn (the embedded default); ``options.size`` 8, 16 or 32
-  upsamples them bilinearly; a held-out split (``options.heldout``, default 0.2, fixed by ``data.seed``) is
-  kept out of training and is what ``reference`` draws (the Fréchet distance's target);
-- ``folder``: every image file under ``data.path`` (PNG/JPEG/...), resized to ``options.size``; labels from
-  the first-level sub-folder names when there are several;
-- ``npy``: an array (N, C, H, W) at ``data.path``: uint8 in 0..255, or floats already in [−1, 1];
+- ``digits``: the 1,797 8×8 digits bundled with scikit-learn (the embedded default); ``size`` 8, 16 or 32
+  upsamples them bilinearly; a held-out split (``heldout``, default 0.2, fixed by ``seed``) is kept out of
+  training and is what ``reference`` draws (the Fréchet distance's target);
+- ``folder``: every image file under ``path`` (PNG/JPEG/...), resized to ``size``; labels from the first-level
+  sub-folder names when there are several;
+- ``npy``: an array (N, C, H, W) at ``path``: uint8 in 0..255, or floats already in [−1, 1];
 - a torchvision set (``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``, ``svhn``, ``stl10``,
-  ``celeba``) read from its local root ``data.path`` (never downloaded; needs the ``images`` extra).
+  ``celeba``) read from its local root ``path`` (never downloaded; needs the ``images`` extra).
 
-``options.hflip: true`` flips a random half of every batch horizontally (not for digits, which are not
-mirror-symmetric). ``options.heldout`` > 0 holds out that fraction for every set.
+``hflip: true`` flips a random half of every batch horizontally (not for digits, which are not
+mirror-symmetric). ``heldout`` > 0 holds out that fraction for every set; ``labels: false`` drops the labels.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from .arrays import DataError, load_array
-from .sources import Source
+from ..core.options import Options
+from ..errors import DataError
+from ..io.arrays import load_array
+from .sources import Source, TensorSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TORCHVISION_SETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashionmnist": "FashionMNIST",
                     "svhn": "SVHN", "stl10": "STL10", "celeba": "CelebA"}
-OPTIONS = {"size", "hflip", "heldout", "labels"}
 
 
 def to_unit(x: np.ndarray | Tensor, vmax: float) -> Tensor:
@@ -99,7 +102,7 @@ def load_folder(path: str | Path, size: int | None) -> tuple[Tensor, Tensor | No
         except OSError as err:
             raise DataError(f"{f}: unreadable image ({err})") from None
     if len({a.shape for a in images}) > 1:
-        raise DataError(f"{root}: images of different sizes; set data.options.size")
+        raise DataError(f"{root}: images of different sizes; set data.size")
     x = to_unit(np.stack(images).transpose(0, 3, 1, 2), 255.0)
     classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
     labels = None
@@ -140,66 +143,43 @@ def load_torchvision(name: str, root: str | Path | None, size: int | None) -> tu
     return resize(x, size), labels
 
 
-def hflip(x: Tensor, g: torch.Generator | None = None) -> Tensor:
-    """Flip a random half of the batch (each image with probability 1/2) along the width."""
-    flip = torch.rand(len(x), generator=g) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+class ImagesData(Options):
+    """``data.kind: images`` (see the module docstring)."""
 
+    kind: Literal["images"] = "images"
+    name: Literal["digits", "folder", "npy", "cifar10", "cifar100", "mnist", "fashionmnist", "svhn", "stl10",
+                  "celeba"] = "digits"
+    path: str | None = None
+    size: int | None = Field(None, ge=1, description="resize to size×size")
+    hflip: bool = False
+    heldout: float | None = Field(None, ge=0, lt=1, description="held-out fraction (default 0.2 for digits, else 0)")
+    labels: bool = True
+    seed: int = Field(0, description="seed of the held-out split")
 
-def image_source(cfg) -> Source:
-    """The :class:`Source` of ``data.kind=images`` (see the module docstring)."""
-    o = dict(cfg.options)
-    unknown = set(o) - OPTIONS
-    if unknown:
-        raise DataError(f"unknown data.options {sorted(unknown)} for images; known: {sorted(OPTIONS)}")
-    size = o.get("size")
-    if size is not None and (not isinstance(size, int) or size < 1):
-        raise DataError(f"data.options.size must be a positive integer, got {size!r}")
-    name = cfg.name
-    if name == "digits":
-        x, labels = load_digits(size)
-    elif name == "folder":
-        if not cfg.path:
-            raise DataError("data.name=folder needs data.path (a folder of images)")
-        x, labels = load_folder(cfg.path, size)
-    elif name == "npy":
-        if not cfg.path:
-            raise DataError("data.name=npy needs data.path (an (N, C, H, W) .npy file)")
-        x, labels = resize(load_npy(cfg.path), size), None
-    elif name in TORCHVISION_SETS:
-        x, labels = load_torchvision(name, cfg.path, size)
-    else:
-        raise DataError(f"unknown image set {name!r}; choose digits, folder, npy or one of "
-                        f"{', '.join(TORCHVISION_SETS)}")
-    if not o.get("labels", True):
-        labels = None
-    heldout = float(o.get("heldout", 0.2 if name == "digits" else 0.0))
-    if not 0 <= heldout < 1:
-        raise DataError(f"data.options.heldout must lie in [0, 1), got {heldout}")
-    train_idx, held_idx = split(len(x), heldout, cfg.seed)
-    return image_tensor_source(x, labels, train_idx, held_idx, bool(o.get("hflip", False)), name)
+    @model_validator(mode="after")
+    def _path(self):
+        if self.name == "digits" and self.path is not None:
+            raise ValueError("name=digits is bundled with scikit-learn and reads no path; remove path")
+        if self.name != "digits" and not self.path:
+            what = {"folder": "a folder of images", "npy": "an (N, C, H, W) .npy file"}.get(
+                self.name, "the local root that holds the set (never downloaded)")
+            raise ValueError(f"name={self.name} needs path ({what})")
+        return self
 
-
-def image_tensor_source(x: Tensor, labels: Tensor | None, train_idx: Tensor, held_idx: Tensor, flip: bool,
-                        name: str) -> Source:
-    """Batches of the training rows (uniform with replacement, optionally flipped); ``reference(n)`` returns up to
-    n held-out rows (all of the training rows when nothing is held out) in a seeded order."""
-    train = x[train_idx]
-    train_labels = labels[train_idx] if labels is not None else None
-    ref = x[held_idx] if len(held_idx) else train
-
-    def draw(n: int, g: torch.Generator | None = None) -> dict[str, Tensor]:
-        idx = torch.randint(len(train), (n,), generator=g)
-        out = {"x1": hflip(train[idx], g) if flip else train[idx]}
-        if train_labels is not None:
-            out["label"] = train_labels[idx]
-        return out
-
-    def reference(n: int, g: torch.Generator) -> Tensor:
-        return ref[torch.randperm(len(ref), generator=g)[:n]]
-
-    src = Source(shape=tuple(x.shape[1:]), sigma_data=float(train.std()), bounds=(-1.0, 1.0), name=name,
-                 num_classes=int(labels.max()) + 1 if labels is not None else 0,
-                 _sampler=draw, _reference=reference)
-    src.heldout = x[held_idx]
-    return src
+    def build(self) -> Source:
+        name = self.name
+        if name == "digits":
+            x, labels = load_digits(self.size)
+        elif name == "folder":
+            x, labels = load_folder(self.path, self.size)
+        elif name == "npy":
+            x, labels = resize(load_npy(self.path), self.size), None
+        else:
+            x, labels = load_torchvision(name, self.path, self.size)
+        if not self.labels:
+            labels = None
+        heldout = self.heldout if self.heldout is not None else (0.2 if name == "digits" else 0.0)
+        train_idx, held_idx = split(len(x), heldout, self.seed)
+        reference = x[held_idx] if len(held_idx) else x[train_idx]  # the FD's target: held out, else all rows
+        return TensorSource(x[train_idx], name, labels[train_idx] if labels is not None else None,
+                            heldout=reference, flip=self.hflip, bounds=(-1.0, 1.0))

@@ -1,103 +1,150 @@
-"""Data sources: what the training loop draws minibatches from, built from ``DataConfig``.
+"""Data sources: what training draws minibatches from and evaluation measures against.
 
-A source yields batches ``{"x1": data, ...}`` (pair stores add ``"x0"``, labelled sets ``"label"``) using the
-global torch RNG, so a resumed run draws the same batches as an uninterrupted one.
+A :class:`Source` is a small protocol: ``shape``, ``sigma_data``, ``num_classes`` and
+
+- ``sample(n)``: a training batch ``{"x1": data, ...}`` (pair stores add ``"x0"``, labelled sets ``"label"``)
+  drawn with the global torch RNG, so a resumed run draws the same batches as an uninterrupted one;
+- ``batches(batch_size)``: the stream of training batches the trainer reads (by default ``sample`` again and
+  again; a source streamed from disk yields batches by index from its own loader);
+- ``reference(n, seed)``: held-out target samples, drawn with their own generator so every evaluation compares
+  against the same set;
+- ``real(n)``: draws of the real data distribution (for an adversarial loss: the teacher's own data when the
+  source is teacher pairs).
+
+Each data kind keeps its options model beside its source (``data.kind`` selects it); :func:`build_source`
+builds the source an options model describes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterator
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from ..config import ConfigError
-from ..teachers import GaussianMixture
+from ..core.options import Options
+from ..core.teachers import GaussianMixture
+from ..errors import DataError
 
 
-@dataclass
 class Source:
-    """A distribution to train on: ``sample(n)`` draws a batch, ``reference(n)`` draws held-out targets."""
+    """A distribution to train on; subclasses set the attributes and implement ``sample`` and ``reference``."""
 
     shape: tuple[int, ...]
     sigma_data: float
-    bounds: tuple[float, float] | None = None
-    mixture: GaussianMixture | None = None
     name: str = ""
-    sigma0: float | None = None  # the base scale the data was made with (teacher pairs), if fixed
     num_classes: int = 0  # batches carry "label" in 0 … num_classes − 1 when > 0
-    _sampler: object = field(default=None, repr=False)
-    _reference: object = field(default=None, repr=False)
+    bounds: tuple[float, float] | None = None  # square range of 2-D data (plots, the KL histogram)
+    sigma0: float | None = None  # the base scale the data was made with (teacher pairs), if fixed
+    mixture: GaussianMixture | None = None  # the exact distribution, when the data is a Gaussian mixture
 
     def sample(self, n: int) -> dict[str, Tensor]:
-        return self._sampler(n)
+        raise NotImplementedError
 
     def reference(self, n: int, seed: int = 1234) -> Tensor:
-        """``n`` target samples, drawn with their own seed so every evaluation compares against the same set."""
-        return self._reference(n, torch.Generator().manual_seed(seed))
+        raise NotImplementedError
+
+    def real(self, n: int) -> Tensor:
+        return self.sample(n)["x1"]
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, Tensor]]:
+        while True:
+            yield self.sample(batch_size)
 
 
-def toy_source(name: str) -> Source:
-    from .toy import sample_toy, toy_bounds
-
-    ref = sample_toy(name, 100_000, torch.Generator().manual_seed(0))
-    return Source(shape=(2,), sigma_data=float(ref.std()), bounds=toy_bounds(name), name=name,
-                  _sampler=lambda n: {"x1": sample_toy(name, n)},
-                  _reference=lambda n, g: sample_toy(name, n, g))
-
-
-def mixture_source(mix: GaussianMixture, name: str = "gmm", labels: bool = False) -> Source:
-    """Draws of the mixture; ``labels``: each batch also carries the component of every draw as its class."""
-    bounds = None
-    if mix.dim == 2:
-        lo = float((mix.means - 4 * mix.stds).min())
-        hi = float((mix.means + 4 * mix.stds).max())
-        bounds = (min(lo, -hi), max(hi, -lo))
-
-    def draw(n: int) -> dict[str, Tensor]:
-        x, k = mix.sample_labelled(n)
-        return {"x1": x, "label": k} if labels else {"x1": x}
-
-    return Source(shape=(mix.dim,), sigma_data=mix.std(), bounds=bounds, mixture=mix, name=name,
-                  num_classes=mix.components if labels else 0,
-                  _sampler=draw, _reference=lambda n, g: mix.sample(n, g))
+def check_scale(source: Source) -> Source:
+    """A source whose data has a positive, finite spread (a constant data set cannot be preconditioned)."""
+    if not math.isfinite(source.sigma_data) or source.sigma_data <= 0:
+        raise DataError(f"{source.name}: the data has standard deviation {source.sigma_data:.3g}; "
+                        "training needs data that varies")
+    return source
 
 
-def tensor_source(x: Tensor, name: str, labels: Tensor | None = None) -> Source:
-    """A finite dataset: batches are uniform draws (with replacement across batches) of its rows."""
+class MixtureSource(Source):
+    """Draws of a Gaussian mixture; ``labels``: each batch also carries the component of every draw as its class."""
 
-    def draw(n: int, g: torch.Generator | None = None) -> dict[str, Tensor]:
-        idx = torch.randint(len(x), (n,), generator=g)
-        out = {"x1": x[idx]}
-        if labels is not None:
-            out["label"] = labels[idx]
-        return out
+    def __init__(self, mix: GaussianMixture, name: str = "gmm", labels: bool = False) -> None:
+        self.mixture, self.name, self.labels = mix, name, labels
+        self.shape, self.sigma_data = (mix.dim,), mix.std()
+        self.num_classes = mix.components if labels else 0
+        if mix.dim == 2:
+            lo = float((mix.means - 4 * mix.stds).min())
+            hi = float((mix.means + 4 * mix.stds).max())
+            self.bounds = (min(lo, -hi), max(hi, -lo))
 
-    return Source(shape=tuple(x.shape[1:]), sigma_data=float(x.std()), name=name,
-                  num_classes=int(labels.max()) + 1 if labels is not None else 0,
-                  _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
+    def sample(self, n: int) -> dict[str, Tensor]:
+        x, k = self.mixture.sample_labelled(n)
+        return {"x1": x, "label": k} if self.labels else {"x1": x}
+
+    def reference(self, n: int, seed: int = 1234) -> Tensor:
+        return self.mixture.sample(n, torch.Generator().manual_seed(seed))
 
 
-def build_source(cfg) -> Source:
-    """The :class:`Source` described by a ``DataConfig``."""
-    if cfg.kind == "toy":
-        return toy_source(cfg.name)
-    if cfg.kind == "gmm":
-        unknown = sorted(set(cfg.options) - {"labels"})
-        if unknown:
-            raise ConfigError(f"unknown data.options {unknown} for data.kind=gmm; known: ['labels']")
-        mix = GaussianMixture.random(cfg.dim, cfg.components, cfg.std, cfg.radius, cfg.seed)
-        return mixture_source(mix, f"gmm{cfg.dim}d", labels=bool(cfg.options.get("labels", False)))
-    if cfg.kind == "array":
-        from .arrays import load_array
+def hflip(x: Tensor) -> Tensor:
+    """Flip a random half of the images (each with probability 1/2, global RNG) along the width."""
+    return torch.where((torch.rand(len(x)) < 0.5)[:, None, None, None], x.flip(-1), x)
 
-        return tensor_source(load_array(cfg.path, cfg.key), name=str(cfg.path))
-    if cfg.kind == "pairs":
-        from ..pairs import pair_source
 
-        return pair_source(cfg)
-    if cfg.kind == "images":
-        from .images import image_source
+class TensorSource(Source):
+    """A finite data set in memory: batches are uniform draws (with replacement) of its training rows
+    (optionally flipped horizontally); ``reference`` returns up to n held-out rows in a seeded order, or, with
+    none held out, n seeded draws of the training rows."""
 
-        return image_source(cfg)
-    raise ValueError(f"unknown data kind {cfg.kind!r}")
+    def __init__(self, x: Tensor, name: str, labels: Tensor | None = None, heldout: Tensor | None = None,
+                 flip: bool = False, bounds: tuple[float, float] | None = None) -> None:
+        self.x, self.labels, self.flip, self.name, self.bounds = x, labels, flip, name, bounds
+        self.heldout = heldout if heldout is not None and len(heldout) else None
+        self.shape, self.sigma_data = tuple(x.shape[1:]), float(x.std()) if len(x) > 1 else 0.0
+        self.num_classes = int(labels.max()) + 1 if labels is not None else 0
+
+    def sample(self, n: int) -> dict[str, Tensor]:
+        idx = torch.randint(len(self.x), (n,))
+        x = self.x[idx]
+        if self.flip:
+            x = hflip(x)
+        return {"x1": x, "label": self.labels[idx]} if self.labels is not None else {"x1": x}
+
+    def reference(self, n: int, seed: int = 1234) -> Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.heldout is None:
+            return self.x[torch.randint(len(self.x), (n,), generator=g)]
+        return self.heldout[torch.randperm(len(self.heldout), generator=g)[:n]]
+
+
+class GMMData(Options):
+    """``data.kind: gmm`` — a Gaussian mixture with exact velocity and flow map (it can be its own teacher):
+    ``components`` means uniform on the sphere of ``radius`` in ``dim`` dimensions, isotropic ``std``;
+    ``labels``: batches carry each draw's component as its class."""
+
+    kind: Literal["gmm"] = "gmm"
+    dim: int = Field(2, ge=1)
+    components: int = Field(8, ge=1)
+    std: float = Field(0.1, gt=0)
+    radius: float = Field(1.0, gt=0)
+    seed: int = 0
+    labels: bool = False
+
+    def build(self) -> Source:
+        mix = GaussianMixture.random(self.dim, self.components, self.std, self.radius, self.seed)
+        return MixtureSource(mix, f"gmm{self.dim}d", labels=self.labels)
+
+
+class ArrayData(Options):
+    """``data.kind: array`` — a user's ``.npy``/``.npz`` of shape (N, *dims) (``key``: the array of an .npz)."""
+
+    kind: Literal["array"] = "array"
+    path: str
+    key: str | None = None
+
+    def build(self) -> Source:
+        from ..io.arrays import load_array
+
+        x = load_array(self.path, self.key)
+        bounds = None
+        if x.dim() == 2 and x.shape[1] == 2:  # a square around the data, for plots and the KL histogram
+            r = float(x.abs().max()) * 1.05
+            bounds = (-r, r)
+        return TensorSource(x, name=str(self.path), bounds=bounds)

@@ -1,11 +1,16 @@
-"""2-D toy distributions, sampled fresh on every call from an optional ``torch.Generator``."""
+"""2-D toy distributions, sampled fresh on every call from an optional ``torch.Generator``, and their source."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import Literal
 
 import torch
+from torch import Tensor
+
+from ..core.options import Options
+from .sources import Source
 
 Sampler = Callable[..., torch.Tensor]
 
@@ -97,3 +102,27 @@ def toy_bounds(name: str) -> tuple[float, float]:
     """Square range ``(lo, hi)`` covering the support of ``name`` at default parameters, for plots and histograms."""
     _check_name(name)
     return _BOUNDS[name]
+
+
+class ToySource(Source):
+    """Fresh draws of a toy set; its standard deviation is measured on 100,000 draws."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.shape, self.bounds = name, (2,), toy_bounds(name)
+        self.sigma_data = float(sample_toy(name, 100_000, torch.Generator().manual_seed(0)).std())
+
+    def sample(self, n: int) -> dict[str, Tensor]:
+        return {"x1": sample_toy(self.name, n)}
+
+    def reference(self, n: int, seed: int = 1234) -> Tensor:
+        return sample_toy(self.name, n, torch.Generator().manual_seed(seed))
+
+
+class ToyData(Options):
+    """``data.kind: toy`` — a 2-D set by ``name``."""
+
+    kind: Literal["toy"] = "toy"
+    name: Literal["checker", "8gaussians", "moons", "spirals"] = "checker"
+
+    def build(self) -> Source:
+        return ToySource(self.name)

@@ -1,0 +1,289 @@
+"""Command line: ``flowmaps train | pairs | sample | eval | demo``.
+
+Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
+failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
+input, 1 a refused write, 3 non-finite training; see docs/guarantees.md); bad input is found before anything
+on disk is written or overwritten. Any other exception is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, FlowmapsError, PairStoreError
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line errors, and ``key=value`` overrides allowed after options (``train CFG --out RUN a.b=1``)."""
+
+    _inner = False
+    intermixed = False
+
+    def error(self, message: str):
+        self.exit(2, f"flowmaps: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner or not self.intermixed:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _integers(text: str, low: int, what: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be integers like 1,2,4, got {text!r}") from None
+    if not values or min(values) < low:
+        raise argparse.ArgumentTypeError(f"{what} must be >= {low}, got {text!r}")
+    return values
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
+
+
+def _steps(text: str) -> list[int]:
+    return _integers(text, 1, "steps")
+
+
+def _grid(text: str):
+    """A sampling grid ``0,t_1,...,1``: strictly increasing finite times in [0, 1] from noise (0) to data (1)."""
+    from ..core.sampling import check_grid
+
+    try:
+        grid = check_grid([float(s) for s in text.split(",") if s.strip()])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err} (from {text!r})") from None
+    if float(grid[0]) != 0.0 or float(grid[-1]) != 1.0:
+        raise argparse.ArgumentTypeError(f"a sampling grid goes from noise (t=0) to data (t=1), got {text!r}")
+    return grid
+
+
+def _edm_indices(text: str) -> list[int]:
+    from ..core.sampling import edm_subset_grid
+
+    idx = _integers(text, 0, "EDM step indices")
+    try:
+        edm_subset_grid(idx)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return idx
+
+
+def _output_file(path: Path, suffixes: tuple[str, ...], force: bool) -> Path:
+    """An output file the command may write: a known suffix, an existing folder, not there unless ``force``."""
+    if path.suffix not in suffixes:
+        raise ConfigError(f"{path}: output must end in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: no folder {path.parent}; create it first")
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: exists; pass --force to overwrite")
+    return path
+
+
+def cmd_train(args) -> None:
+    from ..run.config import load_config
+    from ..run.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    train(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {out}")
+
+
+def cmd_pairs(args) -> None:
+    from ..core import distributed
+    from ..pairs.generate import generate_pairs
+    from ..pairs.store import shard_name, verify_store
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; a pair store is a folder")
+    if args.verify:
+        bad = verify_store(out, full=True, check_noise=True)
+        if bad:
+            names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
+            raise PairStoreError(f"{out}: damaged shards: {names}; rerun with --repair to regenerate them")
+        print(f"{out}: every shard matches its sha256 and its noise seeds")
+        return
+    if args.n is None:
+        raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
+    from ..run.build import pair_teacher, resolve_device
+
+    resolve_device(args.device)
+    distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
+    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device)
+    m = generate_pairs(teacher, args.n, out, seed=args.seed, solver=args.solver, steps=args.steps,
+                       shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
+                       progress=not args.quiet)
+    state = "complete" if m["complete"] else "incomplete"
+    if distributed.world()[0] == 0:
+        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {out}")
+
+
+def _sampling(run, args):
+    """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
+    from ..core.sampling import DEFAULT_SOLVERS, class_labels, get_solver
+
+    solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
+        list(DEFAULT_SOLVERS[run.model.form][:1])
+    try:
+        for name in solvers:
+            get_solver(name, run.model.form)
+        label = class_labels(run.model.num_classes, args.n, getattr(args, "cls", None))
+    except ValueError as err:
+        raise ConfigError(f"{args.run}: {err}") from None
+    return solvers, label
+
+
+def cmd_sample(args) -> None:
+    from ..core.sampling import noise
+    from ..run.build import load_run
+    from .evaluate import run_sampler
+
+    out = _output_file(Path(args.out), (".npy", ".png"), args.force)
+    run = load_run(args.run)
+    solvers, label = _sampling(run, args)
+    if len(solvers) != 1:
+        raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
+    x0 = noise(args.n, run.source.shape, run.model.sigma0, args.seed)
+    s = run_sampler(run.model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
+                    label=label)
+    if out.suffix == ".npy":
+        from ..io.arrays import save_array
+
+        save_array(out, s.x)
+    elif len(run.source.shape) == 1 and run.source.shape[0] == 2:
+        from .plots import scatter_panels
+
+        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, run.source.bounds)
+    else:
+        from .plots import image_grid
+
+        image_grid(s.x, out)
+    print(f"{args.n} samples, solver {solvers[0]}, NFE {s.nfe} -> {out}")
+
+
+def cmd_eval(args) -> None:
+    from ..run.build import load_run
+    from .evaluate import evaluate, markdown_table, save_rows
+
+    run = load_run(args.run)
+    e = run.cfg.eval
+    args.n = args.n or e.n
+    solvers = _sampling(run, args)[0] if args.solver else None
+    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n, e.seed, solvers, bins=e.bins,
+                    features=e.features)
+    save_rows(run.path / "eval", rows)
+    print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
+
+
+def cmd_demo(args) -> None:
+    from .demo import demo
+
+    demo(Path(args.out), fast=args.fast, progress=not args.quiet)
+
+
+def _solver_help() -> str:
+    from ..core.sampling import SOLVERS
+
+    return "; ".join(f"{s.name}: {s.help}" for s in SOLVERS.values())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a config into a run directory")
+    t.intermixed = True
+    t.add_argument("config", help="YAML recipe (see configs/)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.steps=500")
+    t.add_argument("--out", help="run directory (default runs/<config name>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (starts it if there is none)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
+    pr.add_argument("teacher", help="teacher run directory")
+    pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
+    pr.add_argument("--out", required=True, help="store directory (created, or resumed if it holds this teacher's pairs)")
+    pr.add_argument("--solver", default="edm", help="edm (Heun on EDM's σ grid) | map | euler | heun | rk4 | adaptive")
+    pr.add_argument("--steps", type=_positive, default=18, help="solver steps (edm: 18 steps = 35 NFE)")
+    pr.add_argument("--seed", type=int, default=0, help="noise seed: z_i comes from seed·2^32 + i")
+    pr.add_argument("--shard-size", type=_positive, help="pairs per shard file (default: the store's, else 65536)")
+    pr.add_argument("--batch-size", type=_positive, default=8192, help="pairs per teacher batch")
+    pr.add_argument("--repair", action="store_true", help="regenerate shards that are missing, truncated or corrupt")
+    pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_pairs)
+
+    s = sub.add_parser("sample", help="draw samples from a run")
+    s.add_argument("run")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--steps", type=_positive, default=1, help="number of steps on a uniform grid (default 1)")
+    how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
+    how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
+                     "18-step σ grid, e.g. 0,1 (lines matching's 2-step sampler)")
+    s.add_argument("--n", type=_positive, default=10_000)
+    s.add_argument("--solver", help=f"default: the model's own. {_solver_help()}")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
+                   "(default: every class equally often, label_i = i mod classes)")
+    s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
+    e.add_argument("run")
+    e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
+    e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
+    e.add_argument("--solver", help=f"comma-separated (default: by model form). {_solver_help()}")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
+    d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    d.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except FlowmapsError as err:
+        print(f"flowmaps: error: {err}", file=sys.stderr)
+        return err.status
+    except KeyboardInterrupt:
+        print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    finally:
+        distributed = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.core.distributed")
+        if distributed is not None:  # loaded only by commands that use it
+            distributed.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

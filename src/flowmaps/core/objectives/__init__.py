@@ -1,0 +1,130 @@
+"""Training objectives: one file per family, each exporting ``METHODS = {name: ObjectiveClass}``.
+
+An objective is a module with ``loss(model, batch, step) -> Loss``: it computes losses and nothing else (no
+optimizer step, no communication). Its options are its ``Config`` model, beside it. ``form`` names the model
+it trains (see :mod:`flowmaps.core.models`); ``needs_teacher``, ``needs_pairs`` and ``paths`` say what it
+requires of the run, checked when a config is read. An auxiliary network (a discriminator) is a submodule the
+objective declares in :meth:`Objective.auxiliaries`: the trainer makes its optimizer, steps it on the
+auxiliary loss the objective returns in ``Loss.aux``, averages its gradients over processes and checkpoints it,
+like the model's. Every other state (frozen copies, step counters) is in the objective's ``state_dict``.
+
+Adding a method is adding a file here and a config; :func:`register` adds one from outside the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import create_model
+from torch import Tensor, nn
+
+from ..options import Options, dispatch
+from ..paths import Interpolant
+
+Velocity = Callable[..., Tensor]  # b(x, t, label=None)
+
+
+@dataclass
+class Context:
+    """What an objective may need besides its options: the path, the base scale, the data's shape, a teacher
+    velocity and draws of real data (for an adversarial loss)."""
+
+    interp: Interpolant
+    sigma0: float
+    shape: tuple[int, ...]
+    teacher: Velocity | None = None
+    real: Callable[[int], Tensor] | None = None
+
+
+@dataclass
+class Loss:
+    """The model's loss (a scalar), numbers to log, and the losses of the objective's auxiliary networks."""
+
+    value: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Auxiliary:
+    """A network the objective trains beside the model, with the optimizer the trainer makes for it."""
+
+    net: nn.Module
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+class Objective(nn.Module):
+    form: ClassVar[str] = "velocity"
+    needs_teacher: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False
+    paths: ClassVar[tuple[str, ...] | None] = None  # the interpolants it is defined on (None: any)
+    Config: ClassVar[type[Options]] = Options
+
+    def __init__(self, opts: Options, ctx: Context) -> None:
+        super().__init__()
+        self.opts, self.ctx = opts, ctx
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> Loss:
+        raise NotImplementedError
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the objective trained with the model by the main optimizer (e.g. a learned loss weight)."""
+        return []
+
+    def auxiliaries(self) -> dict[str, Auxiliary]:
+        """Networks trained beside the model on ``Loss.aux[name]`` (e.g. a discriminator)."""
+        return {}
+
+
+def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample mean squared difference, shape (batch,)."""
+    return (a - b).pow(2).flatten(1).mean(1)
+
+
+_EXTRA: dict[str, type[Objective]] = {}
+
+
+def register(name: str, cls: type[Objective]) -> None:
+    """Make ``cls`` available as ``objective.method: name`` (for objectives defined outside this package)."""
+    _EXTRA[name] = cls
+    options_model.cache_clear()
+
+
+@cache
+def _packaged() -> dict[str, type[Objective]]:
+    methods: dict[str, type[Objective]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        methods.update(getattr(module, "METHODS", {}))
+    return methods
+
+
+def registry() -> dict[str, type[Objective]]:
+    """All methods: the modules of this package, then those added by :func:`register`."""
+    return {**_packaged(), **_EXTRA}
+
+
+def objective_class(method: str) -> type[Objective]:
+    methods = registry()
+    if method not in methods:
+        raise ValueError(f"unknown objective method {method!r}; choose one of {', '.join(sorted(methods))}")
+    return methods[method]
+
+
+@cache
+def options_model(method: str) -> type[Options]:
+    """The options model of ``method``: its objective's ``Config`` with the field ``method: Literal[method]``."""
+    cls = objective_class(method)
+    return create_model(f"{cls.__name__}Options", __base__=cls.Config, method=(Literal[method], method),
+                        __module__=cls.__module__)
+
+
+def options_of(value: Any) -> Options:
+    """Validate an ``objective`` section (a mapping with its ``method``) into its options model."""
+    return dispatch(value, "objective", "method", None, options_model, lambda: sorted(registry()))

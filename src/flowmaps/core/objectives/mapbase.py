@@ -1,0 +1,152 @@
+"""What every flow-map objective shares: time derivatives of ``X_{s,t}`` by forward-mode JVP, the (s, t)
+sampler, the optional learned weight ``e^{−w(s,t)} L + w(s,t)``, and the split of the batch into the diagonal
+``s = t`` and the off-diagonal part.
+
+Derivatives use :func:`torch.func.jvp` on ``(x, s, t) ↦ X_{s,t}(x) = x + (t − s) v_θ(x, s, t)`` in fp32 with
+autocast off (mixed precision is a known cause of failed JVP-based training):
+
+- ``∂_t X_{s,t}(x)``: tangent ``(dx, ds, dt) = (0, 0, 1)`` (Lagrangian);
+- ``∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b``: tangent ``(b, 1, 0)``, one JVP (Eulerian).
+
+The network's gradients flow through the JVP's output (reverse over forward), so a loss on it trains θ.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+from torch.func import jvp
+
+from ..models import sinusoidal
+from ..times import max_gap, sample_times
+from . import Loss, Objective, Options, per_sample_mse
+
+
+def jvp_map(fn, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None, ds: float, dt: float,
+            label: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(f(x, s, t), d/dε f(x + ε dx, s + ε ds, t + ε dt)|_{ε=0})`` for ``fn = f`` (the model, i.e. ``X_{s,t}``,
+    or its ``v``), in fp32 (or the inputs' wider type) with autocast disabled."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x32, s32, t32 = x.to(dtype), s.to(dtype), t.to(dtype)
+    dx32 = torch.zeros_like(x32) if dx is None else dx.to(dtype)
+    tangents = (dx32, torch.full_like(s32, float(ds)), torch.full_like(t32, float(dt)))
+    with torch.autocast(x.device.type, enabled=False):
+        return jvp(lambda a, b, c: fn(a, b, c, label), (x32, s32, t32), tangents)
+
+
+def lagrangian(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(X_{s,t}(x), ∂_t X_{s,t}(x))``: one JVP with tangent (0, 0, 1)."""
+    return jvp_map(model, x, s, t, None, 0.0, 1.0, label)
+
+
+def eulerian(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b: Tensor | None,
+             label: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(X_{s,t}(x), ∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b)``: one JVP with tangent (b, 1, 0).
+
+    ``b=None``: ∂_s only."""
+    return jvp_map(model, x, s, t, b, 1.0, 0.0, label)
+
+
+def eulerian_residual(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b: Tensor, stopgrad: bool,
+                      label: Tensor | None = None) -> Tensor:
+    """``∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b``, per sample a tensor like x.
+
+    ``stopgrad=False``: one augmented JVP, gradients through both terms (the flow map matching paper's EMD).
+    ``stopgrad=True``: ``∂_s X + sg(∇X · b)``, the spatial term from a second JVP without a graph.
+    """
+    if not stopgrad:
+        return eulerian(model, x, s, t, b, label)[1]
+    _, ds_x = eulerian(model, x, s, t, None, label)
+    with torch.no_grad():
+        _, spatial = jvp_map(model, x, s, t, b, 0.0, 0.0, label)
+    return ds_x + spatial
+
+
+def lagrangian_loss(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b, label: Tensor | None = None) -> Tensor:
+    """Per sample ``|∂_t X_{s,t}(x) − b(sg X_{s,t}(x), t)|²``: LMD with a teacher ``b``, LSD with the model's own
+    diagonal ``b(x, t) = v(x, t, t)``."""
+    x_t, dt_x = lagrangian(model, x, s, t, label)
+    with torch.no_grad():
+        target = b(x_t.detach(), t, label)
+    return per_sample_mse(dt_x, target)
+
+
+def eulerian_loss(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, b, stopgrad: bool,
+                  label: Tensor | None = None) -> Tensor:
+    """Per sample ``|∂_s X_{s,t}(x) + ∇X_{s,t}(x) · b(x, s)|²`` (see :func:`eulerian_residual`): EMD with a teacher
+    ``b``, ESD with the model's own diagonal."""
+    with torch.no_grad():
+        b_s = b(x, s, label)
+    residual = eulerian_residual(model, x, s, t, b_s, stopgrad, label)
+    return per_sample_mse(residual, torch.zeros_like(residual))
+
+
+class LearnedWeight(nn.Module):
+    """``w(s, t)``: a small MLP on sinusoidal features of s and t − s, starting at w = 0."""
+
+    def __init__(self, width: int = 64, time_dim: int = 16) -> None:
+        super().__init__()
+        self.time_dim = time_dim
+        self.net = nn.Sequential(nn.Linear(2 * time_dim, width), nn.GELU(), nn.Linear(width, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, s: Tensor, t: Tensor) -> Tensor:
+        emb = torch.cat([sinusoidal(s.float(), self.time_dim), sinusoidal((t - s).float(), self.time_dim)], dim=1)
+        return self.net(emb).squeeze(1)
+
+
+class MapOptions(Options):
+    """Options shared by flow-map objectives (each objective picks its own defaults)."""
+
+    eta: float = Field(0.0, ge=0, le=1, description="fraction of the batch on the diagonal s = t")
+    square: bool = Field(False, description="off-diagonal times on the square (backward maps too)")
+    gap_start: float = Field(1.0, gt=0, le=1, description="largest |t − s| at step 0 (annealed to 1)")
+    anneal_steps: int = Field(0, ge=0, description="steps over which the largest |t − s| grows to 1")
+    learned_weight: bool = Field(False, description="minimize e^{−w(s,t)} L + w(s,t) with a learned w")
+
+
+class MapObjective(Objective):
+    """Base of flow-map objectives: samples (s, t), splits the batch, applies the learned weight."""
+
+    form = "flowmap"
+    Config = MapOptions
+
+    def __init__(self, opts, ctx) -> None:
+        super().__init__(opts, ctx)
+        self.weight = LearnedWeight() if opts.learned_weight else None
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        return [] if self.weight is None else list(self.weight.parameters())
+
+    def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
+        """``(s, t, n_diag)`` from :func:`flowmaps.times.sample_times` with the annealed largest gap."""
+        o = self.opts
+        delta = max_gap(step, o.gap_start, o.anneal_steps)
+        return sample_times(n, o.eta, delta, o.square, device)
+
+    def x0(self, x1: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The batch's noise: the pairs' ``x0`` on teacher pairs, else a fresh draw ``σ0 ε``."""
+        return batch["x0"] if "x0" in batch else self.ctx.sigma0 * torch.randn_like(x1)
+
+    def combine(self, losses: Tensor, s: Tensor, t: Tensor, n_diag: int) -> Loss:
+        """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ = e^{−w(s,t)} L + w(s,t)`` or ``L``."""
+        logs: dict[str, float] = {}
+        terms = []
+        for name, sl in (("diag", slice(0, n_diag)), ("off", slice(n_diag, None))):
+            part = losses[sl]
+            if part.numel() == 0:
+                continue
+            logs[name] = float(part.detach().mean())
+            if self.weight is not None:
+                w = self.weight(s[sl], t[sl])
+                part = torch.exp(-w) * part + w
+            terms.append(part.mean())
+        return Loss(sum(terms), logs)
+
+
+
+def take(label: Tensor | None, sl: slice) -> Tensor | None:
+    """``label[sl]``, or None for unlabelled data."""
+    return None if label is None else label[sl]

@@ -1,0 +1,105 @@
+"""Self-distillation: the flow map is its own teacher (no pretrained velocity).
+
+A fraction ``eta`` (0.75) of each batch trains the diagonal by flow matching, ``|v(I_t, t, t) − İ_t|²``; the rest,
+on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-diagonal map (sg = stop-gradient):
+
+- **LSD**: ``|∂_t X_{s,t}(I_s) − sg(v(sg X_{s,t}(I_s), t, t))|²`` (one JVP, tangent (0, 0, 1));
+- **ESD**: ``|∂_s X_{s,t}(I_s) + sg(∇X_{s,t}(I_s) · v(I_s, s, s))|²`` (``stopgrad: false``: one augmented JVP);
+- **PSD**: ``|v(I_s, s, t) − sg((1 − γ) v(I_s, s, u) + γ v(X_{s,u}(I_s), u, t))|²``, ``u = γ s + (1 − γ) t``, with
+  γ = 1/2 (**PSD-M**, midpoint) or γ ~ U[0, 1] (**PSD-U**); no derivative at all.
+
+**MeanFlow** is the Eulerian form written for the average velocity ``v(x, s, t) = (X_{s,t}(x) − x)/(t − s)`` with
+the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ_s + (t − s) d/ds v(I_s, s, t))|²``,
+``d/ds v = ∂_s v + ∇v · İ_s`` by one JVP with tangent (İ_s, 1, 0); on the diagonal it is flow matching, so all
+samples use the one formula. Its residual is ``−(∂_s X + ∇X · İ_s)``: the Eulerian flow-map condition.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from ..paths import bcast
+from . import per_sample_mse
+from .mapbase import MapObjective, MapOptions, eulerian_loss, jvp_map, lagrangian_loss, take
+
+
+def diagonal(model):
+    """The model's own velocity on the diagonal, ``b(x, t) = v_θ(x, t, t)``: the self-distillation teacher."""
+    return lambda x, t, label=None: model.v(x, t, t, label)
+
+
+class SelfDistillOptions(MapOptions):
+    eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch on the diagonal s = t")
+
+
+class _SelfDistill(MapObjective):
+    Config = SelfDistillOptions
+
+    def loss(self, model, batch, step):
+        x1, label = batch["x1"], batch.get("label")
+        x0 = self.x0(x1, batch)
+        s, t, k = self.draw_times(x1.shape[0], step, x1.device)
+        interp = self.ctx.interp
+        xs = interp(x0, x1, s)
+        d = slice(0, k)
+        diag = per_sample_mse(model.v(xs[d], s[d], s[d], take(label, d)), interp.derivative(x0[d], x1[d], s[d]))
+        o = slice(k, None)
+        off = self.off_diagonal(model, xs[o], s[o], t[o], take(label, o)) if k < len(s) else diag[:0]
+        return self.combine(torch.cat([diag, off]), s, t, k)
+
+
+class LSD(_SelfDistill):
+    """Lagrangian self-distillation."""
+
+    def off_diagonal(self, model, x, s, t, label):
+        return lagrangian_loss(model, x, s, t, diagonal(model), label)
+
+
+class ESD(_SelfDistill):
+    """Eulerian self-distillation."""
+
+    class Config(SelfDistillOptions):
+        stopgrad: bool = Field(True, description="stop the gradient of ∇X · v (false: one augmented JVP)")
+
+    def off_diagonal(self, model, x, s, t, label):
+        return eulerian_loss(model, x, s, t, diagonal(model), self.opts.stopgrad, label)
+
+
+class PSD(_SelfDistill):
+    """Progressive self-distillation; ``gamma`` is ``mid`` (PSD-M) or ``uniform`` (PSD-U)."""
+
+    gamma = "mid"
+
+    def off_diagonal(self, model, x, s, t, label):
+        g = torch.full_like(s, 0.5) if self.gamma == "mid" else torch.rand_like(s)
+        u = g * s + (1 - g) * t
+        with torch.no_grad():
+            v_su = model.v(x, s, u, label)
+            v_ut = model.v(x + bcast(u - s, x) * v_su, u, t, label)
+            target = bcast(1 - g, x) * v_su + bcast(g, x) * v_ut
+        return per_sample_mse(model.v(x, s, t, label), target)
+
+
+class PSDU(PSD):
+    gamma = "uniform"
+
+
+class MeanFlow(MapObjective):
+    """MeanFlow: the Eulerian condition on the average velocity with the conditional velocity İ_s."""
+
+    class Config(MapOptions):
+        eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch with s = t")
+
+    def loss(self, model, batch, step):
+        x1, label = batch["x1"], batch.get("label")
+        x0 = self.x0(x1, batch)
+        s, t, k = self.draw_times(x1.shape[0], step, x1.device)
+        interp = self.ctx.interp
+        xs, dxs = interp(x0, x1, s), interp.derivative(x0, x1, s)
+        v, dv = jvp_map(model.v, xs, s, t, dxs, 1.0, 0.0, label)
+        target = (dxs + bcast(t - s, xs) * dv).detach()
+        return self.combine(per_sample_mse(v, target), s, t, k)
+
+
+METHODS = {"lsd": LSD, "esd": ESD, "psdm": PSD, "psdu": PSDU, "meanflow": MeanFlow}

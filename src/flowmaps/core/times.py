@@ -1,0 +1,56 @@
+"""Training times: (s, t) pairs for flow-map objectives and EDM's log-normal noise levels.
+
+Pairs are uniform on the triangle ``0 ≤ s ≤ t ≤ 1`` (or the square ``[0, 1]²``) restricted to the band
+``|t − s| ≤ δ``; a fraction η of the batch sits on the diagonal ``s = t``. The largest gap δ may be annealed
+linearly from ``gap_start`` to 1 over ``anneal_steps`` training steps. EDM's noise levels are
+``ln σ ~ N(P_mean, P_std²)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def max_gap(step: int, gap_start: float = 1.0, anneal_steps: int = 0) -> float:
+    """``δ(step) = gap_start + (1 − gap_start) · min(step / anneal_steps, 1)`` (1 without annealing)."""
+    if anneal_steps <= 0:
+        return 1.0
+    return gap_start + (1.0 - gap_start) * min(step / anneal_steps, 1.0)
+
+
+def band_pairs(n: int, delta: float = 1.0, square: bool = False, device=None) -> tuple[Tensor, Tensor]:
+    """(s, t) uniform on ``{0 ≤ s ≤ t ≤ 1, t − s ≤ δ}`` (``square``: on ``{|t − s| ≤ δ}``, both orders).
+
+    The gap ``d = t − s`` has density ∝ ``1 − d`` on [0, δ], drawn by inverting its CDF
+    ``(2d − d²)/(2δ − δ²)``; then ``s ~ U[0, 1 − d]``.
+    """
+    if not 0 < delta <= 1:
+        raise ValueError(f"the largest gap |t - s| must lie in (0, 1], got {delta}")
+    u = torch.rand(n, device=device)
+    d = 1 - torch.sqrt(1 - u * (2 * delta - delta**2))
+    s = torch.rand(n, device=device) * (1 - d)
+    t = s + d
+    if square:
+        swap = torch.rand(n, device=device) < 0.5
+        s, t = torch.where(swap, t, s), torch.where(swap, s, t)
+    return s, t
+
+
+def sample_times(n: int, eta: float = 0.0, delta: float = 1.0, square: bool = False,
+                 device=None) -> tuple[Tensor, Tensor, int]:
+    """``(s, t, n_diag)``: the first ``n_diag = round(η n)`` pairs on the diagonal (``s = t ~ U[0, 1]``), the
+    rest from :func:`band_pairs`."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"the diagonal fraction eta must lie in [0, 1], got {eta}")
+    n_diag = min(n, int(math.floor(eta * n + 0.5)))
+    diag = torch.rand(n_diag, device=device)
+    s_off, t_off = band_pairs(n - n_diag, delta, square, device)
+    return torch.cat([diag, s_off]), torch.cat([diag, t_off]), n_diag
+
+
+def lognormal_sigma(n: int, p_mean: float = -1.2, p_std: float = 1.2, device=None) -> Tensor:
+    """EDM's training noise levels: ``ln σ ~ N(P_mean, P_std²)`` (map to t with :func:`paths.sigma_to_t`)."""
+    return (p_mean + p_std * torch.randn(n, device=device)).exp()

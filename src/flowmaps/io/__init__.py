@@ -1,0 +1,1 @@
+"""The bottom layer: files written atomically, folder locks, safetensors checkpoints and user arrays."""

@@ -1,0 +1,1 @@
+"""Teacher pairs ``(z, Φ(z))``: the store on disk (:mod:`.store`) and its generation (:mod:`.generate`)."""

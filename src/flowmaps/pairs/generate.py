@@ -1,0 +1,218 @@
+"""Pair generation: a teacher's sampler Φ pushes per-index noise ``z_i`` to ``Φ(z_i)``, shard by shard, into a
+store (see :mod:`flowmaps.pairs.store` for the format), over one process or several."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ..core.distributed import world
+from ..core.sampling import class_labels, get_solver, sample, uniform_grid
+from ..errors import ConfigError, PairStoreError
+from ..io.files import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp, sha256
+from .store import (FORMAT, MANIFEST, check_manifest, indexed_noise, read_manifest, save_shard, shard_name,
+                    verify_store, write_manifest)
+
+
+def pair_solver_nfe(solver: str, steps: int, form: str | None = None) -> int | None:
+    """The NFE of a pair solver (a deterministic one of :data:`flowmaps.core.sampling.SOLVERS`: not
+    ``renoise``) for ``steps`` steps on a model of ``form``; None for ``adaptive``."""
+    try:
+        s = get_solver(solver, form)
+    except ValueError as err:
+        raise ConfigError(f"pair solver: {err}") from None
+    if solver == "renoise":
+        raise ConfigError("pair solver renoise draws fresh noise at every step; pairs need a deterministic "
+                          "sampler (edm, map, euler, heun, rk4 or adaptive)")
+    return s.nfe(steps)
+
+
+def teacher_sampler(model, solver: str, steps: int) -> Callable[..., tuple[Tensor, int]]:
+    """``Φ(z, label) -> (x1, nfe)`` for a loaded model: its sampler from noise z (t = 0) to data (t = 1), of class
+    ``label`` for a class-conditional model; ``edm`` starts from EDM's ``x_σmax = σ_max z/σ0`` (the data term
+    dropped, as EDM does) and runs its Heun sampler on ``steps`` σ levels."""
+    pair_solver_nfe(solver, steps, model.form)
+    grid = uniform_grid(steps)
+
+    @torch.no_grad()
+    def phi(z: Tensor, label: Tensor | None = None) -> tuple[Tensor, int]:
+        s = sample(model, z, grid, solver=solver, label=label)
+        return s.x, s.nfe
+
+    return phi
+
+
+@dataclass
+class PairTeacher:
+    """What identifies a teacher in a manifest (``identity``) plus its map ``phi(z, label) -> (x1, nfe)``.
+
+    A class-conditional teacher (``num_classes`` > 0) makes pair i of class ``i mod num_classes``, so labels,
+    like the noise, follow from the index and are not stored."""
+
+    phi: Callable[..., tuple[Tensor, int]]
+    identity: dict[str, Any]
+    sigma0: float
+    shape: tuple[int, ...]
+    num_classes: int = 0
+
+
+def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0, solver: str = "edm", steps: int = 18,
+                   shard_size: int | None = None, batch_size: int = 8192, repair: bool = False, progress: bool = True,
+                   stop_after: int | None = None) -> dict[str, Any]:
+    """Write ``n`` pairs of ``teacher`` into the store ``out`` (creating or resuming it); returns the manifest.
+
+    Resuming skips the shards the manifest lists; a listed shard that is missing, truncated or fails its
+    checksum is an error naming it, or is regenerated with ``repair``. A store of another teacher or other
+    settings is refused. ``shard_size`` defaults to the existing store's, else 65,536. ``stop_after``: return
+    after that many new shards per process (to test interruption).
+
+    Several processes (a process group, see :mod:`flowmaps.distributed`) split the missing shards round-robin:
+    rank 0 holds the store's lock and writes the manifest, every rank writes its own shards. Since every z and
+    label follow from the index, the store is the same whatever the number of processes.
+    """
+    rank, size = world()
+    root = Path(out)
+    if shard_size is None:
+        shard_size = read_manifest(root)["shard_size"] if (root / MANIFEST).exists() else 65_536
+    if n < 1 or shard_size < 1 or batch_size < 1:
+        raise ConfigError(f"n, shard_size and batch_size must be >= 1 (got {n}, {shard_size}, {batch_size})")
+    nfe = pair_solver_nfe(solver, steps)
+    want = {"format": FORMAT, "teacher": teacher.identity, "solver": solver, "steps": steps, "nfe": nfe,
+            "seed": seed, "n": n, "shard_size": shard_size, "shape": list(teacher.shape),
+            "sigma0": teacher.sigma0, "dtype": "float32", "layout": "(rows, 2, *shape): [:,0]=z, [:,1]=phi(z)",
+            "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
+            "num_classes": teacher.num_classes, "labels": "label_i = i mod num_classes (when num_classes > 0)",
+            "shards": {}, "complete": False}
+    lock, m, failure = None, None, None
+    try:
+        if rank == 0:
+            try:
+                lock, m = _open_store(root, want, repair)
+            except Exception as err:  # noqa: BLE001 (every rank stops with rank 0's message)
+                failure = err
+        m, message = _share((m, None if failure is None else str(failure)))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise PairStoreError(message)
+        m = _generate(teacher, n, root, m, shard_size, batch_size, progress and rank == 0, stop_after)
+        return _share(m)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _share(obj: Any, gather: bool = False) -> Any:
+    """Rank 0's ``obj`` on every rank (``gather``: the list of every rank's ``obj``); plain values alone."""
+    rank, size = world()
+    if size == 1:
+        return [obj] if gather else obj
+    import torch.distributed as dist
+
+    if gather:
+        out: list[Any] = [None] * size
+        dist.all_gather_object(out, obj)
+        return out
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _open_store(root: Path, want: dict, repair: bool) -> tuple[Any, dict[str, Any]]:
+    """Create or reopen the store under its lock: ``(lock, manifest)`` with damaged shards dropped (``repair``)."""
+    if root.exists() and not (root / MANIFEST).exists() and any(
+            p.name != LOCK_FILE and not is_temp_file(p) for p in root.iterdir()):
+        raise PairStoreError(f"{root}: exists and is not a pair store; choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(root, "another process is writing this pair store")
+    try:
+        remove_stale_temp(root)  # left by a write that was killed
+        if (root / MANIFEST).exists():
+            m = read_manifest(root)
+            check_manifest(m, want, root)
+            bad = verify_store(root, full=True)
+            if bad and not repair:
+                names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
+                raise PairStoreError(f"{root}: damaged shards: {names}; rerun with --repair to regenerate them")
+            for k in bad:
+                del m["shards"][str(k)]
+                m["complete"] = False
+        else:
+            m = want
+            write_manifest(root, m)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return lock, m
+
+
+def _generate(teacher: PairTeacher, n: int, root: Path, m: dict, shard_size: int, batch_size: int, progress: bool,
+              stop_after: int | None) -> dict[str, Any]:
+    """Make the shards the manifest ``m`` lacks, split over the ranks; rank 0 records each round of them."""
+    rank, size = world()
+    count = -(-n // shard_size)
+    todo = [k for k in range(count) if str(k) not in m["shards"]]
+    mine, rounds = todo[rank::size], -(-len(todo) // size)
+    if stop_after is not None:
+        rounds = min(rounds, stop_after)
+    done = n - sum(min(shard_size, n - k * shard_size) for k in todo)
+    bar = tqdm(total=n, initial=done, unit="pair", unit_scale=True, disable=not progress, dynamic_ncols=True,
+               desc=f"pairs ({m['solver']}, {m['nfe'] or '?'} NFE)")
+    t_start = time.perf_counter()
+    for i in range(rounds):
+        entry: tuple[int, dict] | str | None = None
+        if i < len(mine):
+            try:
+                entry = _make_shard(teacher, root, m["seed"], mine[i], n, shard_size, batch_size, bar)
+            except Exception as err:
+                if size == 1:
+                    raise
+                entry = str(err)
+        made = _share(entry, gather=True)
+        failed = [e for e in made if isinstance(e, str)]
+        if failed:
+            raise PairStoreError(failed[0])
+        for r, e in enumerate(made):
+            if e is not None:
+                m["shards"][str(e[0])] = e[1]
+                if r != rank:
+                    bar.update(e[1]["rows"])
+        m["complete"] = len(m["shards"]) == count
+        m["seconds"] = m.get("seconds", 0.0) + time.perf_counter() - t_start
+        t_start = time.perf_counter()
+        if rank == 0:
+            write_manifest(root, m)
+    bar.close()
+    return m
+
+
+def _make_shard(teacher: PairTeacher, root: Path, seed: int, k: int, n: int, shard_size: int, batch_size: int,
+                bar: tqdm) -> tuple[int, dict]:
+    """Shard ``k``: pairs ``k·shard_size …`` in teacher batches, written atomically; ``(k, manifest entry)``."""
+    start, stop = k * shard_size, min((k + 1) * shard_size, n)
+    t_start = time.perf_counter()
+    rows = np.empty((stop - start, 2, *teacher.shape), dtype=np.float32)
+    for a in range(start, stop, batch_size):
+        b = min(a + batch_size, stop)
+        z = indexed_noise(seed, range(a, b), teacher.shape, teacher.sigma0)
+        x1, used = teacher.phi(z, class_labels(teacher.num_classes, b - a, start=a))
+        if not torch.isfinite(x1).all():
+            raise PairStoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
+        rows[a - start: b - start, 0] = z.numpy()
+        rows[a - start: b - start, 1] = x1.detach().float().cpu().numpy()
+        bar.update(b - a)
+        bar.set_postfix(samples_s=f"{(b - start) / (time.perf_counter() - t_start):.0f}", nfe=used)
+    path = root / shard_name(k)
+    atomic_write(path, lambda tmp: save_shard(tmp, rows))
+    return k, {"file": shard_name(k), "start": start, "rows": stop - start, "sha256": sha256(path)}
+
+

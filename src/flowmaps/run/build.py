@@ -1,0 +1,177 @@
+"""Build the pieces of a run from its config, and load a finished run back (for sampling, eval, teaching).
+
+Everything here validates before it returns, so a caller that builds first and writes afterwards never
+leaves a file behind for an input that cannot run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.models import FlowMap
+from ..core.objectives import Context, Objective, objective_class
+from ..core.paths import interpolant
+from ..data import Source, build_source
+from ..errors import CheckpointError, ConfigError
+from ..io.checkpoint import load_state
+from ..io.files import sha256
+from ..pairs.generate import PairTeacher, teacher_sampler
+from .config import RunConfig, config_diff, load_config, parse_config, read_yaml
+
+CONFIG_FILE, CHECKPOINT_FILE = "config.yaml", "checkpoint.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (cpu, cuda, cuda:N, mps), refused in one line where this machine lacks it."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name}: this torch has no usable CUDA GPU "
+                              f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name}: MPS is not available here")
+    return device
+
+
+def resolve_scales(cfg: RunConfig, source: Source) -> tuple[float, float]:
+    """``(σ0, σ_data)``: configured values, else the source's fixed base scale (teacher pairs), else the data's
+    measured standard deviation. Pairs made with another σ0 than ``path.sigma0`` are refused."""
+    sigma_data = cfg.path.sigma_data or source.sigma_data
+    fixed, asked = source.sigma0, cfg.path.sigma0
+    if fixed is not None and asked is not None and abs(fixed - asked) > 1e-6 * fixed:
+        raise ConfigError(f"the pairs' noise has scale σ0={fixed:.6g} but path.sigma0={asked:.6g}; "
+                          "leave path.sigma0 null or set it to the store's")
+    return asked or fixed or sigma_data, sigma_data
+
+
+def check_labels(cfg: RunConfig, source: Source) -> None:
+    """A class-conditional model (``model.num_classes`` > 0) needs data whose labels fit its embedding."""
+    k = cfg.model.num_classes
+    if k and not source.num_classes:
+        raise ConfigError(f"model.num_classes={k}, but the data ({source.name}) has no labels; "
+                          "set model.num_classes=0 or use labelled data")
+    if k and source.num_classes > k:
+        raise ConfigError(f"model.num_classes={k}, but the data ({source.name}) has {source.num_classes} classes")
+
+
+def build_model(cfg: RunConfig, source: Source, form: str) -> FlowMap:
+    """The preconditioned flow-map wrapper around ``model.net`` for this data, trained as ``form``."""
+    check_labels(cfg, source)
+    sigma0, sigma_data = resolve_scales(cfg, source)
+    m = cfg.model
+    try:
+        net = m.build(source.shape, 2 * m.time_dim)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+    except RuntimeError as err:  # e.g. the allocator refusing a network too large for this machine
+        raise ConfigError(f"model: cannot build {m.net} for data of shape {source.shape} "
+                          f"({' '.join(str(err).split())[:160]})") from None
+    return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, form=form, time_dim=m.time_dim,
+                   max_freq=m.max_freq)
+
+
+@dataclass
+class Run:
+    """A loaded run: its config, data source and model (EMA weights unless asked otherwise)."""
+
+    cfg: RunConfig
+    source: Source
+    model: FlowMap
+    step: int
+    path: Path
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def velocity(self) -> Callable[..., Tensor]:
+        """``b(x, t, label=None)``: the model's ODE velocity, without gradients."""
+        model = self.model
+
+        def b(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
+            with torch.no_grad():
+                return model.velocity(x, t, label)
+
+        return b
+
+
+def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
+    """What pins a run used as a teacher: its folder, the SHA-256 of its config and checkpoint, its step and
+    data section."""
+    return {"kind": "run", "path": str(path.resolve()), "config_sha256": sha256(path / CONFIG_FILE),
+            "checkpoint_sha256": sha256(path / CHECKPOINT_FILE), "step": step,
+            "data": cfg.data.model_dump(mode="json")}
+
+
+def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
+    """Load ``path/config.yaml`` and the weights of ``path/checkpoint.safetensors``."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(f"{path}: not a run directory (no {CONFIG_FILE})")
+    cfg = load_config(path / CONFIG_FILE)
+    state = load_state(path / CHECKPOINT_FILE, device=device)
+    try:
+        saved = parse_config(read_yaml(state.get("config") or "{}"))
+    except ConfigError as err:
+        raise CheckpointError(f"{path / CHECKPOINT_FILE}: holds no readable config ({err})") from None
+    diff = config_diff(saved, cfg, sections=("data", "path", "model", "objective"))
+    if diff:
+        raise CheckpointError(f"{path / CHECKPOINT_FILE}: written by another config than {path / CONFIG_FILE} "
+                              f"({'; '.join(diff[:3])})")
+    source = build_source(cfg.data)
+    model = build_model(cfg, source, objective_class(cfg.objective.method).form).to(device)
+    try:
+        model.load_state_dict(state["ema" if ema else "model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path / CHECKPOINT_FILE}: weights do not match the run's config "
+                              f"({str(err).splitlines()[0]})") from None
+    model.eval().requires_grad_(False)
+    return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg))
+
+
+def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callable[..., Tensor] | None, dict]:
+    """``(b, identity)``: the velocity ``b(x, t, label)`` a distillation objective learns from, on this run's
+    path, and what pins it (the checkpoint a resume must find again)."""
+    if cfg.teacher is None:
+        return None, {}
+    interp = interpolant(cfg.path.interpolant)
+    if cfg.teacher.kind == "analytic":
+        return source.mixture.teacher(interp, sigma0), {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
+    where = cfg.teacher.path
+    run = load_run(where, device=cfg.train.device)
+    if run.model.form == "endpoint":
+        raise ConfigError(f"teacher {where} is an endpoint model ({run.cfg.objective.method}): its straight lines "
+                          "to predicted endpoints are not a velocity field to distill; use a velocity or flow-map run")
+    if run.source.shape != source.shape:
+        raise ConfigError(f"teacher {where} was trained on data of shape {run.source.shape}; "
+                          f"this run's data has shape {source.shape}")
+    if run.model.interp != interp or abs(run.model.sigma0 - sigma0) > 1e-6 * sigma0:
+        raise ConfigError(f"teacher {where} uses interpolant={run.model.interp.name}, "
+                          f"sigma0={run.model.sigma0:.6g}; set path.interpolant and path.sigma0 to match")
+    if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
+        raise ConfigError(f"teacher {where} is class-conditional with {run.model.num_classes} classes; "
+                          f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
+    return run.velocity(), run.identity
+
+
+def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
+    """``(objective, teacher identity)`` for this config and data."""
+    sigma0, _ = resolve_scales(cfg, source)
+    teacher, identity = build_teacher(cfg, source, sigma0)
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher, source.real)
+    try:
+        return objective_class(cfg.objective.method)(cfg.objective, ctx), identity
+    except ValueError as err:
+        raise ConfigError(f"objective: {err}") from None
+
+
+def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu") -> PairTeacher:
+    """A trained run directory as a pair teacher; its identity is the config's and the weights' SHA-256."""
+    run = load_run(path, device=str(resolve_device(device)))
+    return PairTeacher(teacher_sampler(run.model, solver, steps), run.identity, run.model.sigma0, run.source.shape,
+                       run.model.num_classes)
