@@ -12,14 +12,13 @@ import torch
 from flowmaps.app.cli import main as cli_main
 from flowmaps.app.evaluate import evaluate
 from flowmaps.core.metrics import wasserstein2
-from flowmaps.core.sampling import noise
+from flowmaps.core.sampling import class_labels, noise
+from flowmaps.core.teachers import GaussianMixture
 from flowmaps.data import build_source
 from flowmaps.errors import ConfigError
 from flowmaps.pairs.generate import PairTeacher, generate_pairs
-from flowmaps.run.config import parse_config
 from flowmaps.run.build import load_run
-from flowmaps.core.sampling import class_labels
-from flowmaps.core.teachers import GaussianMixture
+from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
 
 DATA = {"kind": "gmm", "dim": 2, "components": 4, "std": 0.1, "radius": 1.0, "seed": 0, "labels": True}

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from flowmaps.data.toy import TOY, sample_toy, toy_bounds
 from flowmaps.errors import DataError
 from flowmaps.io.arrays import load_array, save_array
-from flowmaps.data.toy import TOY, sample_toy, toy_bounds
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -4,19 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from flowmaps.data.sources import MixtureSource
-from flowmaps.errors import ConfigError
-from flowmaps.run.config import parse_config
 from flowmaps.core.metrics import wasserstein2
 from flowmaps.core.models import FlowMap
 from flowmaps.core.nets.mlp import MLP
 from flowmaps.core.objectives import Context, objective_class
 from flowmaps.core.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
 from flowmaps.core.paths import bcast, interpolant
-from flowmaps.run.build import build_objective, load_run
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
 from flowmaps.core.teachers import GaussianMixture
 from flowmaps.core.times import band_pairs, max_gap, sample_times
+from flowmaps.data.sources import MixtureSource
+from flowmaps.errors import ConfigError
+from flowmaps.run.build import build_objective, load_run
+from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
 
 LINEAR = interpolant("linear")

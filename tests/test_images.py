@@ -10,18 +10,23 @@ from torch import nn
 from flowmaps.app.cli import main
 from flowmaps.app.digits_classifier import accuracy, digits_split
 from flowmaps.core.metrics.digits import WEIGHTS, load_classifier
-from flowmaps.data.images import ImagesData, load_digits, load_npy
-from flowmaps.data.sources import hflip
-from flowmaps.errors import ConfigError, DataError
-from flowmaps.run.config import parse_config
-from flowmaps.core.metrics.frechet import (feature_extractor, frechet_distance, frechet_from_stats, inception_features,
-                                      inception_score)
+from flowmaps.core.metrics.frechet import (
+    feature_extractor,
+    frechet_distance,
+    frechet_from_stats,
+    inception_features,
+    inception_score,
+)
 from flowmaps.core.models import FlowMap
 from flowmaps.core.nets.discriminator import build_discriminator
 from flowmaps.core.nets.image_disc import ImageDiscriminator
 from flowmaps.core.nets.unet import UNet
 from flowmaps.core.objectives.lmm import last_layer
 from flowmaps.core.paths import interpolant
+from flowmaps.data.images import ImagesData, load_digits, load_npy
+from flowmaps.data.sources import hflip
+from flowmaps.errors import ConfigError, DataError
+from flowmaps.run.config import parse_config
 
 SMALL = dict(channels=8, mult=(1, 2), num_res_blocks=1)
 
@@ -114,7 +119,7 @@ def test_digits_source_split_range_and_upsampling():
     assert len(src.heldout) == 359
     b = src.sample(64)
     assert b["x1"].shape == (64, 1, 8, 8) and b["label"].shape == (64,)
-    x, y = load_digits()
+    x, _y = load_digits()
     assert x.shape == (1797, 1, 8, 8) and x.min() == -1 and x.max() == 1
     # the held-out rows never appear in training batches
     held = {tuple(r.flatten().tolist()) for r in src.heldout}

@@ -6,18 +6,26 @@ import pytest
 import torch
 from torch import nn
 
-from flowmaps.data.sources import GMMData
-from flowmaps.errors import ConfigError
-from flowmaps.run.config import parse_config
 from flowmaps.core.models import FlowMap
 from flowmaps.core.nets.discriminator import build_discriminator
 from flowmaps.core.objectives.lmm import adaptive_weight, last_layer
-from flowmaps.pairs.generate import PairTeacher, generate_pairs
 from flowmaps.core.paths import interpolant, sigma_to_t, velocity_to_denoiser
-from flowmaps.run.build import load_run
-from flowmaps.core.sampling import (EDM_SUBSETS, constant_speed_grid, edm_grid, edm_sigmas, edm_subset_grid, sample,
-                               solve_edm, start_state)
+from flowmaps.core.sampling import (
+    EDM_SUBSETS,
+    constant_speed_grid,
+    edm_grid,
+    edm_sigmas,
+    edm_subset_grid,
+    sample,
+    solve_edm,
+    start_state,
+)
 from flowmaps.core.teachers import GaussianMixture
+from flowmaps.data.sources import GMMData
+from flowmaps.errors import ConfigError
+from flowmaps.pairs.generate import PairTeacher, generate_pairs
+from flowmaps.run.build import load_run
+from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
 
 MIX = GaussianMixture.random(2, components=4, std=0.2, radius=1.0, seed=3)
@@ -33,8 +41,8 @@ def exact_phi(z):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmm") / "pairs"
-    generate_pairs(PairTeacher(lambda z, label=None: (exact_phi(z), 0), {"kind": "analytic", "data": DATA}, S0, (2,)), 8192, root,
-                   solver="adaptive", shard_size=4096, progress=False)
+    teacher = PairTeacher(lambda z, label=None: (exact_phi(z), 0), {"kind": "analytic", "data": DATA}, S0, (2,))
+    generate_pairs(teacher, 8192, root, solver="adaptive", shard_size=4096, progress=False)
     return root
 
 
@@ -101,7 +109,7 @@ def test_line_sampler_with_exact_endpoint_map_walks_the_straight_line():
     assert torch.allclose(one, model.endpoint(zs, torch.zeros(len(zs), dtype=torch.float64)))
     u, a = 0.4, std / S0
     xs = sample(model, zs, torch.tensor([0.0, u, 1.0], dtype=torch.float64), solver="renoise").x
-    want = a * S0 * torch.sqrt(((1 - u) ** 2 + u**2 * a**2)) / ((1 - u) + u * a)
+    want = a * S0 * torch.sqrt((1 - u) ** 2 + u**2 * a**2) / ((1 - u) + u * a)
     assert torch.allclose(xs.mean(0), mu, atol=0.02) and torch.allclose(xs.std(0), want, rtol=0.02)
     assert not torch.allclose(want, std, rtol=0.05)
     # evaluation draws the re-noising stream apart from the initial noise of the same seed
@@ -109,7 +117,8 @@ def test_line_sampler_with_exact_endpoint_map_walks_the_straight_line():
     from flowmaps.core.sampling import noise
 
     x0 = noise(1000, (2,), model.sigma0, seed=3).double()
-    assert not torch.allclose(run_sampler(model, x0, "renoise", 2, seed=3).x, run_sampler(model, x0, "map", 2, seed=3).x)
+    renoised, line = run_sampler(model, x0, "renoise", 2, seed=3).x, run_sampler(model, x0, "map", 2, seed=3).x
+    assert not torch.allclose(renoised, line)
 
 
 def test_adaptive_weight_matches_hand_computation():
@@ -138,7 +147,8 @@ def test_adversarial_training_resumes_exactly(store, tmp_path):
     train(cfg, tmp_path / "cut", resume=True, progress=False)
     from flowmaps.io.checkpoint import load_state
 
-    a, b = load_state(tmp_path / "full" / "checkpoint.safetensors"), load_state(tmp_path / "cut" / "checkpoint.safetensors")
+    a = load_state(tmp_path / "full" / "checkpoint.safetensors")
+    b = load_state(tmp_path / "cut" / "checkpoint.safetensors")
     for part in ("model", "objective"):
         assert a[part].keys() == b[part].keys() and any("disc" in k for k in a["objective"])
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
@@ -149,8 +159,8 @@ def test_adversarial_training_resumes_exactly(store, tmp_path):
 
 def test_lmm_options_and_times(store):
     with pytest.raises(ConfigError, match="lpips_weights"):
-        from flowmaps.run.build import build_objective
         from flowmaps.data import build_source
+        from flowmaps.run.build import build_objective
 
         cfg = lmm_cfg(store, distance="lpips")
         build_objective(cfg, build_source(cfg.data))

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from flowmaps.data.toy import sample_toy
 from flowmaps.core.metrics import energy_distance, kl_histogram, straightness, trajectories, wasserstein2
+from flowmaps.data.toy import sample_toy
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -8,13 +8,13 @@ import torch
 
 from flowmaps.app.cli import main
 from flowmaps.core.sampling import edm_grid
+from flowmaps.core.teachers import GaussianMixture
 from flowmaps.data import build_source
 from flowmaps.data.sources import GMMData
 from flowmaps.errors import PairStoreError
 from flowmaps.pairs.generate import PairTeacher, generate_pairs, pair_solver_nfe
 from flowmaps.pairs.store import PairStore, indexed_noise, read_manifest, shard_name, verify_store
 from flowmaps.run.config import parse_config
-from flowmaps.core.teachers import GaussianMixture
 
 MIX = GaussianMixture.random(2, components=4, std=0.2, radius=1.0, seed=3)
 SIGMA0 = MIX.std()
@@ -137,5 +137,6 @@ def test_cli_pairs_from_a_trained_run(tmp_path, capsys):
                          "train": {"steps": 3, "batch_size": 16, "log_every": 1, "ckpt_every": 3}})
     train(cfg2, tmp_path / "rf2", progress=False)
     assert yaml.safe_load((tmp_path / "rf2" / "config.yaml").read_text())["data"]["kind"] == "pairs"
-    assert main(["sample", str(tmp_path / "rf2"), "--edm-steps", "0,1", "--n", "50", "--out", str(tmp_path / "s.npy")]) == 0
+    out = str(tmp_path / "s.npy")
+    assert main(["sample", str(tmp_path / "rf2"), "--edm-steps", "0,1", "--n", "50", "--out", out]) == 0
     assert np.load(tmp_path / "s.npy").shape == (50, 2) and "NFE 2" in capsys.readouterr().out

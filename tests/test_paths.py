@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from flowmaps.core.paths import (denoiser_to_velocity, edm_to_linear, interpolant, linear_to_edm, sigma_to_t,
-                            t_to_sigma)
+from flowmaps.core.paths import denoiser_to_velocity, edm_to_linear, interpolant, linear_to_edm, sigma_to_t, t_to_sigma
 from flowmaps.core.teachers import GaussianMixture
 
 

@@ -31,9 +31,9 @@ import torch
 import yaml
 
 import flowmaps.app.cli
-import flowmaps.app.evaluate  # noqa: F401  (imported before forking, as the commands need them)
-import flowmaps.run.build  # noqa: F401
-import flowmaps.run.trainer  # noqa: F401
+import flowmaps.app.evaluate
+import flowmaps.run.build
+import flowmaps.run.trainer
 from flowmaps.errors import CheckpointError
 from flowmaps.io.checkpoint import load_state, save_state, state_diff
 from flowmaps.io.files import lock_folder
@@ -91,7 +91,8 @@ def forked_cli(*args, max_file_size: int | None = None) -> subprocess.CompletedP
 
 
 def launch(*args, fault: bool = False, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(_cmd(args, fault), env={**ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(_cmd(args, fault), env={**ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -15,7 +15,6 @@ def test_velocity_is_conditional_expectation(name):
     g = torch.Generator().manual_seed(0)
     n = 400_000
     x1 = mix.sample(n, g).double()
-    x0 = sigma0 * torch.randn(n, 2, generator=g, dtype=torch.float64)
     tt = torch.full((n,), t, dtype=torch.float64)
     a, b = float(it.alpha(tt[:1])), float(it.beta(tt[:1]))
     xs = torch.tensor([[0.2, -0.1], [0.5, 0.4], [-0.3, 0.2]], dtype=torch.float64)

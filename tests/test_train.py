@@ -5,14 +5,15 @@ import csv
 import pytest
 import torch
 
-from flowmaps.errors import ConfigError, NonFiniteError
-from flowmaps.run.config import parse_config
 from flowmaps.app.evaluate import evaluate
+from flowmaps.errors import ConfigError, NonFiniteError
 from flowmaps.run.build import load_run
+from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
 
 TINY = ["data.kind=gmm", "data.dim=2", "data.components=4", "data.std=0.1", "model.width=64", "model.depth=2",
-        "train.batch_size=256", "train.log_every=10", "train.ckpt_every=25", "train.lr=5e-3", "objective.method=fm", "eval.n=2000"]
+        "train.batch_size=256", "train.log_every=10", "train.ckpt_every=25", "train.lr=5e-3", "objective.method=fm",
+        "eval.n=2000"]
 
 
 def cfg(*extra):
@@ -30,9 +31,9 @@ def test_resume_is_bit_identical(tmp_path):
         assert torch.equal(p, q), k
     ea, eb = load_run(tmp_path / "a"), load_run(tmp_path / "b")
     assert all(torch.equal(p, q) for p, q in zip(ea.model.parameters(), eb.model.parameters()))
-    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows] == list(range(10, 61, 10))  # truncated and continued, no duplicates
-    ref = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    ref = list(csv.DictReader((tmp_path / "a" / "metrics.csv").read_text().splitlines()))
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
 
 

@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
     pr.add_argument("teacher", help="teacher run directory")
     pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
-    pr.add_argument("--out", required=True, help="store directory (created, or resumed if it holds this teacher's pairs)")
+    pr.add_argument("--out", required=True,
+                    help="store directory (created, or resumed if it holds this teacher's pairs)")
     pr.add_argument("--solver", default="edm", help="edm (Heun on EDM's σ grid) | map | euler | heun | rk4 | adaptive")
     pr.add_argument("--steps", type=_positive, default=18, help="solver steps (edm: 18 steps = 35 NFE)")
     pr.add_argument("--seed", type=int, default=0, help="noise seed: z_i comes from seed·2^32 + i")

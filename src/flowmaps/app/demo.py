@@ -1,6 +1,6 @@
 """``flowmaps demo``: the embedded default on the CPU, end to end, in a few minutes.
 
-Each stage trains one run under ``OUT/<stage>`` from a recipe in ``configs/`` (made shorter with ``--fast``),
+Each stage trains one run under ``OUT/<stage>`` from the recipe written below (made shorter with ``--fast``),
 evaluates it, and the demo writes ``OUT/samples.png`` (the same noise through every model at N = 1, 2, 4)
 and ``OUT/metrics.md``. Stages: a flow-matching teacher; a flow map distilled from it (LMD), sampled by
 composing its own steps, with the NFE it saves against the teacher's adaptive solve; then lines matching:
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..core.sampling import noise
 from ..pairs.generate import generate_pairs
 from ..run.build import load_run, pair_teacher
@@ -22,29 +20,19 @@ from ..run.trainer import train
 from .evaluate import evaluate, markdown_table, run_sampler, save_rows
 from .plots import scatter_panels
 
-TEACHER = {
-    "seed": 0,
-    "data": {"kind": "toy", "name": "checker"},
-    "model": {"net": "mlp", "width": 256, "depth": 4, "max_freq": 16.0},
-    "objective": {"method": "fm"},
-    "train": {"steps": 8000, "batch_size": 1024, "lr": 3e-3, "schedule": "cosine", "warmup": 100,
-              "log_every": 100, "ckpt_every": 1000},
-}
-LMM = {
-    "seed": 0,
-    "model": {"net": "mlp", "width": 256, "depth": 3},
-    "objective": {"method": "lmm", "time": "uniform"},
-    "train": {"steps": 3000, "batch_size": 1024, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
-              "log_every": 100, "ckpt_every": 1000},
-}
-LMD = {
-    "seed": 0,
-    "data": {"kind": "toy", "name": "checker"},
-    "model": {"net": "mlp", "width": 256, "depth": 3, "max_freq": 1.0},
-    "objective": {"method": "lmd"},
-    "train": {"steps": 2000, "batch_size": 512, "lr": 2e-3, "schedule": "cosine", "warmup": 100,
-              "log_every": 100, "ckpt_every": 1000},
-}
+CHECKER = {"kind": "toy", "name": "checker"}
+
+
+def _recipe(objective: dict, model: dict, steps: int, batch: int, lr: float, **sections) -> dict:
+    """A demo stage's config: an MLP, RAdam with cosine decay after 100 warm-up steps."""
+    return {"seed": 0, "model": {"net": "mlp", **model}, "objective": objective, **sections,
+            "train": {"steps": steps, "batch_size": batch, "lr": lr, "schedule": "cosine", "warmup": 100,
+                      "log_every": 100, "ckpt_every": 1000}}
+
+
+TEACHER = _recipe({"method": "fm"}, {"width": 256, "depth": 4, "max_freq": 16.0}, 8000, 1024, 3e-3, data=CHECKER)
+LMM = _recipe({"method": "lmm", "time": "uniform"}, {"width": 256, "depth": 3}, 3000, 1024, 2e-3)
+LMD = _recipe({"method": "lmd"}, {"width": 256, "depth": 3, "max_freq": 1.0}, 2000, 512, 2e-3, data=CHECKER)
 PAIRS = 20_000
 STEPS = [1, 2, 4]
 

@@ -53,7 +53,8 @@ def resample(x: Tensor, g: torch.Generator) -> Tensor:
     return F.adaptive_avg_pool2d(resize(x, size), 8)
 
 
-def train_classifier(steps: int = 3000, batch: int = 128, lr: float = 2e-3, seed: int = 0) -> tuple[DigitsClassifier, float]:
+def train_classifier(steps: int = 3000, batch: int = 128, lr: float = 2e-3,
+                     seed: int = 0) -> tuple[DigitsClassifier, float]:
     """Adam on cross-entropy with one-pixel shifts and upsampling round trips; returns the net and its held-out
     accuracy."""
     torch.manual_seed(seed)

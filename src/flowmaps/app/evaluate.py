@@ -11,8 +11,16 @@ from torch import Tensor
 
 from ..core.metrics import energy_distance, kl_histogram, wasserstein2
 from ..core.models import FlowMap
-from ..core.sampling import (DEFAULT_SOLVERS, Samples, class_labels, edm_subset_grid, noise, sample, start_state,
-                             uniform_grid)
+from ..core.sampling import (
+    DEFAULT_SOLVERS,
+    Samples,
+    class_labels,
+    edm_subset_grid,
+    noise,
+    sample,
+    start_state,
+    uniform_grid,
+)
 from ..io.files import write_text
 
 
@@ -71,13 +79,12 @@ def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234,
     x0 = noise(n, source.shape, model.sigma0, seed)
     label = class_labels(model.num_classes, n)
     rows = []
-    for solver in solvers or DEFAULT_SOLVERS[model.form]:
-        for k in steps:
-            s = run_sampler(model, x0, solver, k, seed, label=label)
-            rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
+    runs = [(solver, k) for solver in solvers or DEFAULT_SOLVERS[model.form] for k in steps]
     if adaptive if adaptive is not None else model.form == "velocity":
-        s = run_sampler(model, x0, "adaptive", None, label=label)
-        rows.append({"solver": "adaptive", "steps": None, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
+        runs.append(("adaptive", None))
+    for solver, k in runs:
+        s = run_sampler(model, x0, solver, k, seed, label=label)
+        rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     return rows
 
 

@@ -80,7 +80,7 @@ class FlowMap(nn.Module):
         return x + bcast(t - s, x) * self.v(x, s, t, label)
 
     def velocity(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
-        """The model's ODE velocity at (x, t): ``v(x, t, t)``, or the line direction ``v(x, t, 1)`` of an endpoint model."""
+        """The model's ODE velocity at (x, t): ``v(x, t, t)``, or an endpoint model's line direction ``v(x, t, 1)``."""
         return self.v(x, t, torch.ones_like(t) if self.form == "endpoint" else t, label)
 
     def endpoint(self, x: Tensor, s: Tensor, label: Tensor | None = None) -> Tensor:

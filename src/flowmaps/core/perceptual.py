@@ -37,7 +37,7 @@ def load_vgg_backbone(model: nn.Module, path: str | Path) -> None:
                           "(objective.lpips_weights)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (a file that is not a weights-only torch file, whatever torch says)
+    except Exception as err:
         raise ConfigError(f"{path}: not a loadable weights file ({' '.join(str(err).split())[:120]})") from None
     target = model.net.state_dict()
     mapped = {}

@@ -8,6 +8,7 @@ re-noising of consistency-style sampling) from a generator it is given, never fr
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def edm_subset_grid(indices: tuple[int, ...] | list[int], sigma0: float = 1.0, s
     idx = [int(i) for i in indices]
     if not idx or min(idx) < 0 or max(idx) >= steps:
         raise ValueError(f"EDM step indices must lie in 0..{steps - 1}, got {list(indices)}")
-    if any(b <= a for a, b in zip(idx, idx[1:])):
+    if any(b <= a for a, b in itertools.pairwise(idx)):
         raise ValueError(f"EDM step indices must be strictly increasing, got {list(indices)}")
     t = edm_grid(steps, sigma0, **kw)
     return torch.cat([t[idx], t[-1:]])
@@ -196,9 +197,8 @@ def steps(velocity: Velocity, x: Tensor, grid: Tensor, method: str = "euler",
 def solve(velocity: Velocity, x: Tensor, grid: Tensor, method: str = "euler", final_correction: bool = True) -> Samples:
     """Integrate ``dx/dt = velocity(x, t)`` over a fixed grid (see :func:`steps`)."""
     f = _Counted(velocity)
-    for x, _ in steps(f, x, grid, method, final_correction):
-        pass
-    return Samples(x, f.nfe)
+    *_, (last, _) = steps(f, x, grid, method, final_correction)
+    return Samples(last, f.nfe)
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ class GaussianMixture:
         self.weights = self.weights / self.weights.sum()
 
     @classmethod
-    def random(cls, dim: int, components: int = 8, std: float = 0.1, radius: float = 1.0, seed: int = 0) -> GaussianMixture:
+    def random(cls, dim: int, components: int = 8, std: float = 0.1, radius: float = 1.0,
+               seed: int = 0) -> GaussianMixture:
         """K components with means uniform on the sphere of ``radius``, isotropic ``std``, equal weights."""
         g = torch.Generator().manual_seed(seed)
         means = torch.randn(components, dim, generator=g, dtype=torch.float64)

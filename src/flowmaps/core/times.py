@@ -45,7 +45,7 @@ def sample_times(n: int, eta: float = 0.0, delta: float = 1.0, square: bool = Fa
     rest from :func:`band_pairs`."""
     if not 0 <= eta <= 1:
         raise ValueError(f"the diagonal fraction eta must lie in [0, 1], got {eta}")
-    n_diag = min(n, int(math.floor(eta * n + 0.5)))
+    n_diag = min(n, math.floor(eta * n + 0.5))
     diag = torch.rand(n_diag, device=device)
     s_off, t_off = band_pairs(n - n_diag, delta, square, device)
     return torch.cat([diag, s_off]), torch.cat([diag, t_off]), n_diag

@@ -1,5 +1,6 @@
 """Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images and teacher pairs, each with its
-options model; ``data.kind`` chooses one."""
+options model; ``data.kind`` chooses one. Every options model has ``build(nested) -> Source``, where ``nested``
+builds a data section held inside it."""
 
 from __future__ import annotations
 
@@ -21,5 +22,6 @@ def data_options(value: Any) -> Options:
 
 
 def build_source(value: Any) -> Source:
-    """The source a ``data`` section (options model or mapping) describes, its data checked to vary."""
-    return check_scale(data_options(value).build())
+    """The source a ``data`` section (options model or mapping) describes, its data checked to vary. A section
+    that holds another (a pair store's record of its teacher's data) builds it with this same function."""
+    return check_scale(data_options(value).build(build_source))

@@ -17,8 +17,9 @@ mirror-symmetric). ``heldout`` > 0 holds out that fraction for every set; ``labe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def load_digits(size: int | None = None) -> tuple[Tensor, Tensor]:
 def split(n: int, heldout: float, seed: int) -> tuple[Tensor, Tensor]:
     """Indices (train, held-out) of a seeded random permutation; ``round(heldout · n)`` are held out."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    k = int(round(heldout * n))
+    k = round(heldout * n)
     return perm[k:].sort().values, perm[:k].sort().values
 
 
@@ -139,7 +140,9 @@ def load_torchvision(name: str, root: str | Path | None, size: int | None) -> tu
         x = torch.stack([to_unit(np.asarray(ds[i][0].convert("RGB")).transpose(2, 0, 1), 255.0)
                          for i in range(len(ds))])
     targets = getattr(ds, "targets", getattr(ds, "labels", None))
-    labels = torch.as_tensor(np.asarray(targets), dtype=torch.long) if targets is not None and name != "celeba" else None
+    labels = None
+    if targets is not None and name != "celeba":
+        labels = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     return resize(x, size), labels
 
 
@@ -166,7 +169,7 @@ class ImagesData(Options):
             raise ValueError(f"name={self.name} needs path ({what})")
         return self
 
-    def build(self) -> Source:
+    def build(self, nested: Callable[[Any], Source]) -> Source:
         name = self.name
         if name == "digits":
             x, labels = load_digits(self.size)

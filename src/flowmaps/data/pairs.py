@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import ValidationError
@@ -50,13 +51,11 @@ class PairsData(Options):
     kind: Literal["pairs"] = "pairs"
     path: str
 
-    def build(self) -> Source:
-        from . import build_source
-
+    def build(self, nested: Callable[[Any], Source]) -> Source:
         store = PairStore(self.path)
         data = store.manifest["teacher"].get("data")
         try:
-            teacher_data = build_source(data) if data else None
+            teacher_data = nested(data) if data else None
         except ValidationError as err:
             raise PairStoreError(f"{self.path}: the manifest's teacher data is not a data section this flowmaps "
                                  f"reads ({err.errors()[0]['msg']})") from None

@@ -18,8 +18,8 @@ builds the source an options model describes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -127,7 +127,7 @@ class GMMData(Options):
     seed: int = 0
     labels: bool = False
 
-    def build(self) -> Source:
+    def build(self, nested: Callable[[Any], Source]) -> Source:
         mix = GaussianMixture.random(self.dim, self.components, self.std, self.radius, self.seed)
         return MixtureSource(mix, f"gmm{self.dim}d", labels=self.labels)
 
@@ -139,7 +139,7 @@ class ArrayData(Options):
     path: str
     key: str | None = None
 
-    def build(self) -> Source:
+    def build(self, nested: Callable[[Any], Source]) -> Source:
         from ..io.arrays import load_array
 
         x = load_array(self.path, self.key)

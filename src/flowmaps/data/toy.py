@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -124,5 +124,5 @@ class ToyData(Options):
     kind: Literal["toy"] = "toy"
     name: Literal["checker", "8gaussians", "moons", "spirals"] = "checker"
 
-    def build(self) -> Source:
+    def build(self, nested: Callable[[Any], Source]) -> Source:
         return ToySource(self.name)

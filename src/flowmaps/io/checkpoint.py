@@ -101,7 +101,7 @@ def load_state(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:  # one handle: one version of the file
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         reason = " ".join(str(err).split())
         raise CheckpointError(f"{path}: refused: {_sniff(path)} ({reason})") from None

@@ -18,8 +18,17 @@ from ..core.distributed import world
 from ..core.sampling import class_labels, get_solver, sample, uniform_grid
 from ..errors import ConfigError, PairStoreError
 from ..io.files import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp, sha256
-from .store import (FORMAT, MANIFEST, check_manifest, indexed_noise, read_manifest, save_shard, shard_name,
-                    verify_store, write_manifest)
+from .store import (
+    FORMAT,
+    MANIFEST,
+    check_manifest,
+    indexed_noise,
+    read_manifest,
+    save_shard,
+    shard_name,
+    verify_store,
+    write_manifest,
+)
 
 
 def pair_solver_nfe(solver: str, steps: int, form: str | None = None) -> int | None:
@@ -78,7 +87,7 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
     rank 0 holds the store's lock and writes the manifest, every rank writes its own shards. Since every z and
     label follow from the index, the store is the same whatever the number of processes.
     """
-    rank, size = world()
+    rank, _size = world()
     root = Path(out)
     if shard_size is None:
         shard_size = read_manifest(root)["shard_size"] if (root / MANIFEST).exists() else 65_536
@@ -96,7 +105,7 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
         if rank == 0:
             try:
                 lock, m = _open_store(root, want, repair)
-            except Exception as err:  # noqa: BLE001 (every rank stops with rank 0's message)
+            except Exception as err:
                 failure = err
         m, message = _share((m, None if failure is None else str(failure)))
         if failure is not None:
@@ -112,7 +121,7 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
 
 def _share(obj: Any, gather: bool = False) -> Any:
     """Rank 0's ``obj`` on every rank (``gather``: the list of every rank's ``obj``); plain values alone."""
-    rank, size = world()
+    _rank, size = world()
     if size == 1:
         return [obj] if gather else obj
     import torch.distributed as dist

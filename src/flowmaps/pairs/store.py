@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PairStoreError
-from ..io.files import atomic_write, sha256, write_text
+from ..io.files import sha256, write_text
 
 FORMAT = "flowmaps-pairs/1"
 MANIFEST = "manifest.json"

@@ -11,11 +11,12 @@ file is written.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..core.nets.mlp import MLPOptions
 from ..core.nets.unet import UNetOptions
@@ -27,6 +28,12 @@ from ..data import data_options
 from ..errors import ConfigError
 
 NETS: dict[str, type[Options]] = {"mlp": MLPOptions, "unet": UNetOptions}
+VARIANTS: dict[str, Callable[[Any], Options]] = {
+    "data": data_options,
+    "model": lambda value: dispatch(value, "model", "net", "mlp", NETS),
+    "objective": options_of,
+    "teacher": lambda value: dispatch(value, "teacher", "kind", None, TEACHERS),
+}
 DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
 
@@ -92,25 +99,11 @@ class RunConfig(Options):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    @field_validator("data", mode="before")
+    @field_validator("data", "model", "objective", "teacher", mode="before")
     @classmethod
-    def _data(cls, value: Any) -> Options:
-        return data_options(value)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model(cls, value: Any) -> Options:
-        return dispatch(value, "model", "net", "mlp", NETS)
-
-    @field_validator("objective", mode="before")
-    @classmethod
-    def _objective(cls, value: Any) -> Options:
-        return options_of(value)
-
-    @field_validator("teacher", mode="before")
-    @classmethod
-    def _teacher(cls, value: Any) -> Options | None:
-        return None if value is None else dispatch(value, "teacher", "kind", None, TEACHERS)
+    def _variant(cls, value: Any, info: ValidationInfo) -> Options | None:
+        """Each variant section validated by the options model its discriminating key names."""
+        return None if value is None else VARIANTS[info.field_name](value)
 
     @model_validator(mode="after")
     def _combination(self) -> RunConfig:
@@ -162,7 +155,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(text: str) -> Any:
     """YAML (safe, duplicate keys refused)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:

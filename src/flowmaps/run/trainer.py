@@ -226,11 +226,14 @@ def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
     return saved_state
 
 
+def _kept(ckpt: Path) -> str:
+    return f"the last good checkpoint is kept in {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+
+
 def save_checkpoint(state: TrainState, ckpt: Path, rank: int) -> None:
     """Write the checkpoint (rank 0); never with non-finite weights."""
     if not _finite(state):
-        kept = f"the last good checkpoint is kept in {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
-        raise NonFiniteError(f"non-finite weights after step {state.step}; {kept}")
+        raise NonFiniteError(f"non-finite weights after step {state.step}; {_kept(ckpt)}")
     rngs = _rng_states(state.device)
     if rank == 0:
         save_state(ckpt, {**checkpoint_state(state), **rngs})
@@ -288,8 +291,7 @@ def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None
             try:
                 r = train_step(state, batch)
             except NonFiniteError as err:
-                kept = f"the last good checkpoint is kept in {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
-                raise NonFiniteError(f"{err}; {kept} (train.nonfinite=skip skips such steps)") from None
+                raise NonFiniteError(f"{err}; {_kept(ckpt)} (train.nonfinite=skip skips such steps)") from None
             if r.nonfinite is not None and rank == 0:
                 tqdm.write(f"flowmaps: warning: non-finite {r.nonfinite} at step {state.step}; step skipped "
                            f"({state.skipped} so far)", file=sys.stderr)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from ..sampling import Velocity, steps as ode_steps, uniform_grid
+from ..sampling import Velocity, uniform_grid
+from ..sampling import steps as ode_steps
 
 
 def _rk4(velocity: Velocity, x0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -29,9 +30,9 @@ def straightness(velocity: Velocity, x0: Tensor, steps: int = 100) -> float:
     RK4 on a uniform grid of ``steps``; the velocity is recorded at the grid points and the time
     integral is the trapezoid rule. ||.||² sums over all non-batch dims; E averages over the batch.
     """
-    vs = []
-    for x, v in _rk4(velocity, x0, steps):
+    vs, last = [], x0
+    for last, v in _rk4(velocity, x0, steps):  # noqa: B007 (the state after the loop is X_1)
         vs.append(v)
-    chord = x - x0
+    chord = last - x0
     err = torch.stack([(chord - v).flatten(1).square().sum(1).mean() for v in vs])
     return float(torch.trapezoid(err, dx=1.0 / steps))

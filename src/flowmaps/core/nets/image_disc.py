@@ -10,7 +10,8 @@ class ImageDiscriminator(nn.Module):
     4×4 conv, LeakyReLU), doubling the width up to ``channels · 2^(levels-1)``; ``levels`` defaults to as many
     halvings as leave at least 4×4 pixels."""
 
-    def __init__(self, shape: tuple[int, ...], channels: int = 32, levels: int | None = None, slope: float = 0.2) -> None:
+    def __init__(self, shape: tuple[int, ...], channels: int = 32, levels: int | None = None,
+                 slope: float = 0.2) -> None:
         super().__init__()
         cin, h, w = (int(s) for s in shape)
         if levels is None:

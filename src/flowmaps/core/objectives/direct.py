@@ -31,9 +31,7 @@ class FMM(MapObjective):
         square: bool = True
 
     def loss(self, model, batch, step):
-        x1, label = batch["x1"], batch.get("label")
-        x0 = self.x0(x1, batch)
-        s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
+        x0, x1, label, s, t, n_diag = self.draw(batch, step)
         interp = self.ctx.interp
         x_t, dx_t = interp(x0, x1, t), interp.derivative(x0, x1, t)
         y = model(x_t, t, s, label)  # X_{t,s}(I_t): the backward map when s < t
@@ -79,6 +77,11 @@ class PFMM(MapObjective):
         self.round = r
         return r
 
+    def draw_times(self, n: int, step: int, device):
+        """(s, t) on the band ``|t − s| ≤ 2δ`` of this round."""
+        delta = min(1.0, 2.0 ** (self.round + 1 - self.opts.rounds))
+        return sample_times(n, self.opts.eta, delta, False, device)
+
     def frozen_step(self, x, s, u, label):
         """``X̌_{s,u}(x)``: an Euler step of the teacher in round 0, the frozen model afterwards."""
         if self.frozen is None:
@@ -86,11 +89,8 @@ class PFMM(MapObjective):
         return self.frozen(x, s, u, label)
 
     def loss(self, model, batch, step):
-        x1, label = batch["x1"], batch.get("label")
-        x0 = self.x0(x1, batch)
         r = self._round(model, step)
-        delta = min(1.0, 2.0 ** (r + 1 - self.opts.rounds))
-        s, t, n_diag = sample_times(x1.shape[0], self.opts.eta, delta, False, x1.device)
+        x0, x1, label, s, t, n_diag = self.draw(batch, step)
         u = 0.5 * (s + t)
         xs = self.ctx.interp(x0, x1, s)
         with torch.no_grad():

@@ -25,9 +25,7 @@ class _Distill(MapObjective):
             raise ValueError(f"{type(self).__name__} distills a velocity teacher; the context has none")
 
     def loss(self, model, batch, step):
-        x1, label = batch["x1"], batch.get("label")
-        x0 = self.x0(x1, batch)
-        s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
+        x0, x1, label, s, t, n_diag = self.draw(batch, step)
         xs = self.ctx.interp(x0, x1, s)
         return self.combine(self.residual(model, xs, s, t, label), s, t, n_diag)
 

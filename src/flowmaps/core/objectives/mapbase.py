@@ -126,9 +126,13 @@ class MapObjective(Objective):
         delta = max_gap(step, o.gap_start, o.anneal_steps)
         return sample_times(n, o.eta, delta, o.square, device)
 
-    def x0(self, x1: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The batch's noise: the pairs' ``x0`` on teacher pairs, else a fresh draw ``σ0 ε``."""
-        return batch["x0"] if "x0" in batch else self.ctx.sigma0 * torch.randn_like(x1)
+    def draw(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
+        """``(x0, x1, label, s, t, n_diag)``: the batch's noise (the pairs' ``x0`` on teacher pairs, else a fresh
+        draw ``σ0 ε``), data and labels, and its training times (:meth:`draw_times`)."""
+        x1 = batch["x1"]
+        x0 = batch["x0"] if "x0" in batch else self.ctx.sigma0 * torch.randn_like(x1)
+        s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
+        return x0, x1, batch.get("label"), s, t, n_diag
 
     def combine(self, losses: Tensor, s: Tensor, t: Tensor, n_diag: int) -> Loss:
         """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ = e^{−w(s,t)} L + w(s,t)`` or ``L``."""

@@ -37,9 +37,7 @@ class _SelfDistill(MapObjective):
     Config = SelfDistillOptions
 
     def loss(self, model, batch, step):
-        x1, label = batch["x1"], batch.get("label")
-        x0 = self.x0(x1, batch)
-        s, t, k = self.draw_times(x1.shape[0], step, x1.device)
+        x0, x1, label, s, t, k = self.draw(batch, step)
         interp = self.ctx.interp
         xs = interp(x0, x1, s)
         d = slice(0, k)
@@ -92,9 +90,7 @@ class MeanFlow(MapObjective):
         eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch with s = t")
 
     def loss(self, model, batch, step):
-        x1, label = batch["x1"], batch.get("label")
-        x0 = self.x0(x1, batch)
-        s, t, k = self.draw_times(x1.shape[0], step, x1.device)
+        x0, x1, label, s, t, k = self.draw(batch, step)
         interp = self.ctx.interp
         xs, dxs = interp(x0, x1, s), interp.derivative(x0, x1, s)
         v, dv = jvp_map(model.v, xs, s, t, dxs, 1.0, 0.0, label)
