@@ -18,14 +18,15 @@ import csv
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from flowmaps.run.config import load_config
 from flowmaps.app.evaluate import evaluate
 from flowmaps.core.metrics import kl_histogram
 from flowmaps.run.build import load_run
+from flowmaps.run.config import load_config
 from flowmaps.run.trainer import train
 
 METHODS = ["lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
@@ -92,13 +93,14 @@ def main() -> None:
     result["teacher_net"] = net(teacher.cfg)
     result["floor"] = kl_histogram(src.reference(args.n, seed=1235), src.reference(args.n, seed=7), 50, src.bounds)
     result["teacher"] = cached(Path(args.runs) / f"teacher_eval_n{args.n}.json",
-                               lambda: evaluate(teacher.model, teacher.source, steps, args.n, seed=1234))
+                               partial(evaluate, teacher.model, teacher.source, steps, args.n, seed=1234))
     for m in args.methods.split(","):
         print(f"[checker_table] {m}: training {args.steps} steps", flush=True)
         run_dir, secs = train_method(m, args)
         run = load_run(run_dir)
         ev = cached(run_dir / f"table_eval_n{args.n}.json",
-                    lambda: evaluate(run.model, run.source, steps, args.n, seed=1234, solvers=("map",), adaptive=False))
+                    partial(evaluate, run.model, run.source, steps, args.n, seed=1234, solvers=("map",),
+                            adaptive=False))
         result["methods"][m] = {"train_s": secs, "rows": ev, "net": net(run.cfg)}
         print(f"[checker_table] {m}: {secs:.0f} s, KL " + " ".join(fmt(r["kl"]) for r in ev), flush=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -112,7 +114,8 @@ def render(result: dict, args, steps: list[int]) -> str:
             + " | ".join(f"N={k}" for k in steps) + " |")
     lines = [head, "|" + "---|" * (len(steps) + 4)]
     for solver, label in (("euler", "teacher, Euler (NFE N)"), ("heun", "teacher, Heun (NFE 2N)")):
-        lines.append(f"| {label} | {result.get('teacher_net', '')} | | | " + " | ".join(fmt(kl[(solver, k)]["kl"]) for k in steps) + " |")
+        lines.append(f"| {label} | {result.get('teacher_net', '')} | | | "
+                     + " | ".join(fmt(kl[(solver, k)]["kl"]) for k in steps) + " |")
     ad = kl.get(("adaptive", None))
     beats = []
     for m, res in sorted(result["methods"].items(), key=lambda kv: METHODS.index(kv[0])):

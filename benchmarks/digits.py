@@ -5,12 +5,12 @@
 
 Teacher: EDM (``configs/digits_edm.yaml``), sampled with EDM's Heun sampler, 18 steps = 35 NFE; its pairs
 (``flowmaps pairs``, same sampler) train lines matching with the L2 loss (``digits_lmm.yaml``) and with the
-adversarial loss switched on for the last 30% of the steps (``digits_lmm_adv.yaml``). Self-distillation (LSD)
-runs when the objective ``lsd`` is registered (``configs/digits_fm.yaml`` with ``objective.method=lsd``) and is
-skipped with a message otherwise. Every model samples the same 2,000 noise draws per seed (3 seeds: mean and std); LMM at N = 1, 2, 4 on EDM's
-σ-grid subsets (indices 0 | 0,1 | 0,1,3,5), along the line (deterministic) and consistency-style (fresh noise).
+adversarial loss switched on for the last 30% of the steps (``digits_lmm_adv.yaml``), and self-distillation
+(LSD: ``configs/digits_fm.yaml`` with ``objective={method: lsd}``). Every model samples the same 2,000 noise
+draws per seed (3 seeds: mean and std); LMM at N = 1, 2, 4 on EDM's σ-grid subsets (indices 0 | 0,1 | 0,1,3,5),
+along the line (deterministic) and consistency-style (fresh noise).
 
-Metric: Fréchet distance of the digits classifier's 64-d features (``flowmaps.digits_classifier``) against the
+Metric: Fréchet distance of the digits classifier's 64-d features (``flowmaps.core.metrics.digits``) against the
 held-out split (360 images never trained on). Noise floor: the training split against the held-out split.
 Writes ``docs/benchmarks/digits.{md,json,png}``; runs are cached under ``runs/bench_digits`` (rerunning resumes).
 """
@@ -19,26 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flowmaps.app.evaluate import markdown_table, run_sampler, save_rows
+from flowmaps.app.plots import image_panels
+from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance
+from flowmaps.core.sampling import noise
+from flowmaps.pairs.generate import generate_pairs
+from flowmaps.run.build import load_run, pair_teacher
+from flowmaps.run.config import load_config
+from flowmaps.run.trainer import train
+
 ROOT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT_DIR / "src"))
-
-from flowmaps.run.config import load_config  # noqa: E402
-from flowmaps.app.evaluate import markdown_table, noise, save_rows  # noqa: E402
-from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance  # noqa: E402
-from flowmaps.core.objectives import registry  # noqa: E402
-from flowmaps.pairs import generate_pairs, run_teacher  # noqa: E402
-from flowmaps.app.plots import image_panels  # noqa: E402
-from flowmaps.run.build import load_run  # noqa: E402
-from flowmaps.core.sampling import edm_subset_grid, sample, solve_edm, start_state, uniform_grid  # noqa: E402
-from flowmaps.run.trainer import train  # noqa: E402
-
 GRIDS = {1: (0,), 2: (0, 1), 4: (0, 1, 3, 5)}
 
 
@@ -55,7 +51,7 @@ def main() -> None:
     root, clock = Path(args.root), {}
 
     def steps(cfg_name: str) -> int:
-        return max(1, int(round(load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml").train.steps * args.scale)))
+        return max(1, round(load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml").train.steps * args.scale))
 
     def fit(name: str, cfg_name: str, over: list[str]) -> None:
         start = time.time()
@@ -67,24 +63,20 @@ def main() -> None:
     fit("teacher", "digits_edm", [])
     start = time.time()
     pairs = root / "pairs"
-    generate_pairs(run_teacher(root / "teacher", "edm", 18), args.pairs, pairs, seed=0, shard_size=4096,
-                   batch_size=1024, progress=False)
+    generate_pairs(pair_teacher(root / "teacher", "edm", 18), args.pairs, pairs, seed=0, solver="edm", steps=18,
+                   shard_size=4096, batch_size=1024, progress=False)
     clock["pairs"] = time.time() - start
     fit("lmm", "digits_lmm", [f"data.path={pairs}"])
     adv_start = int(0.7 * steps("digits_lmm_adv"))
     fit("lmm_adv", "digits_lmm_adv", [f"data.path={pairs}", f"objective.adv_start={adv_start}"])
-    has_lsd = "lsd" in registry()
-    if has_lsd:
-        fit("lsd", "digits_fm", ["objective={method: lsd}", "model.max_freq=1"])  # JVP losses need a smooth embedding
-    else:
-        print("[digits] LSD skipped: the objective 'lsd' is not registered in this version", flush=True)
+    fit("lsd", "digits_fm", ["objective={method: lsd}", "model.max_freq=1"])  # JVP losses need a smooth embedding
 
     start = time.time()
     teacher = load_run(root / "teacher")
     held = teacher.source.heldout
     ext = feature_extractor("digits")
     ref_feats = ext(held)["features"]
-    models = {name: load_run(root / name).model for name in ("lmm", "lmm_adv") + (("lsd",) if has_lsd else ())}
+    models = {name: load_run(root / name).model for name in ("lmm", "lmm_adv", "lsd")}
     fds: dict[tuple, list[float]] = {}
     panels = [("held-out data", held)]
 
@@ -97,26 +89,23 @@ def main() -> None:
     for k in range(args.seeds):  # independent noise (and training-split draws) per seed
         first = k == 0
         torch.manual_seed(k)
-        x0 = noise(teacher.model, args.n, teacher.source.shape, seed=1234 + k)
+        x0 = noise(args.n, teacher.source.shape, teacher.model.sigma0, seed=1234 + k)
         add(("data: training split", "-", "-", 0), teacher.source.sample(4 * len(held))["x1"], first)
-        x = solve_edm(teacher.velocity(), x0, teacher.model.sigma0, 18).x
+        x = run_sampler(teacher.model, x0, "edm", 18).x
         add(("EDM (teacher)", "EDM Heun", "18 steps", 35), x, first, panel=True)
         for n_steps in (1, 2, 4):
-            s = sample(teacher.model, x0, uniform_grid(n_steps), solver="euler")
+            s = run_sampler(teacher.model, x0, "euler", n_steps)
             add(("EDM (teacher)", "euler", f"uniform {n_steps}", s.nfe), s.x, first)
         for name, title in (("lmm", "LMM (L2)"), ("lmm_adv", "LMM + adversarial")):
             m = models[name]
             for solver, label in (("map", "line"), ("renoise", "fresh noise")):
                 for n_steps, idx in GRIDS.items():
-                    grid = edm_subset_grid(idx, m.sigma0)
-                    torch.manual_seed(k)
-                    s = sample(m, start_state(m, x0, grid), grid, solver=solver)
+                    s = run_sampler(m, x0, solver, seed=1234 + k, edm_steps=list(idx))
                     add((title, label, f"EDM σ idx {','.join(map(str, idx))}", s.nfe), s.x, first,
                         panel=solver == "map" and n_steps < 4)
-        if has_lsd:
-            for n_steps in (1, 2, 4):
-                s = sample(models["lsd"], x0, uniform_grid(n_steps), solver="map")
-                add(("LSD", "map", f"uniform {n_steps}", s.nfe), s.x, first, panel=n_steps < 4)
+        for n_steps in (1, 2, 4):
+            s = run_sampler(models["lsd"], x0, "map", n_steps)
+            add(("LSD", "map", f"uniform {n_steps}", s.nfe), s.x, first, panel=n_steps < 4)
     teacher_fd = float(np.mean(fds[("EDM (teacher)", "EDM Heun", "18 steps", 35)]))
     rows = [{"model": key[0], "sampler": key[1], "grid": key[2], "nfe": key[3], "fd_digits": float(np.mean(v)),
              "fd_std": float(np.std(v, ddof=1)) if len(v) > 1 else None, "fd / teacher": float(np.mean(v)) / teacher_fd}
@@ -138,8 +127,6 @@ def main() -> None:
     verdicts.append(f"LMM + adversarial below the teacher: best FD {best_adv['fd_digits']:.3f} "
                     f"(NFE {best_adv['nfe']}, {best_adv['sampler']}) vs {teacher_fd:.3f}: "
                     f"{'met' if best_adv['fd_digits'] < teacher_fd else 'NOT met'}")
-    if not has_lsd:
-        verdicts.append("LSD: skipped (objective 'lsd' not registered)")
     meta_path = out.parent / f"{out.name}_meta.json"
     prev = json.loads(meta_path.read_text()).get("seconds", {}) if meta_path.is_file() else {}
     for k in clock:  # a stage found finished in the cache keeps the time it took when it ran

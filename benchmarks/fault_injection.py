@@ -1,12 +1,12 @@
 """Fault injection: SIGKILL a command at random instants, rerun the same command, compare with an uninterrupted run.
 
-    PYTHONPATH=src python benchmarks/fault_injection.py                 # 20 kills of training, 20 of pairs
-    PYTHONPATH=src python benchmarks/fault_injection.py --kills 100 --seed 1 --json out.json
+    python benchmarks/fault_injection.py                 # 20 kills of training, 20 of pairs
+    python benchmarks/fault_injection.py --kills 100 --seed 1 --json out.json
 
 One function per target: ``kill_training`` and ``kill_pairs`` (fields named for training; for pairs,
 "training" means generating and "checkpoint write" a shard write; a resume "from checkpoint" had shards done).
 For training, an uninterrupted reference run is trained once; then fresh runs of the same command
-(``flowmaps train CFG --out RUN --resume``) are killed with SIGKILL, up to ``--per-run`` times each, and
+(``python -m flowmaps train CFG --out RUN --resume``) are killed with SIGKILL, up to ``--per-run`` times each, and
 finished by the same command: a fifth of the kills at a random instant of startup (import, validation,
 restore), a fifth the moment a checkpoint's temporary file appears (inside the atomic write), the rest at a
 random instant of the remaining training steps, once the process has begun them.
@@ -37,9 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from fnmatch import fnmatch
+from functools import partial
 from pathlib import Path
 
-from flowmaps.io.checkpoint import CheckpointError, load_state, state_diff
+from flowmaps.errors import CheckpointError
+from flowmaps.io.checkpoint import load_state, state_diff
+from flowmaps.pairs.store import read_manifest, verify_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "checker_fm.yaml"
@@ -50,7 +54,7 @@ CKPT = "checkpoint.safetensors"
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -62,6 +66,16 @@ def _metrics(run: Path) -> list[dict]:
 def _train_time(run: Path) -> float:
     with open(run / "metrics.csv", newline="") as f:
         return float(list(csv.DictReader(f))[-1]["elapsed_s"])
+
+
+def _has_temp(folder: Path, pattern: str) -> bool:
+    """Whether ``folder`` exists and holds a file whose name matches ``pattern`` (a temporary file)."""
+    return folder.exists() and any(fnmatch(p.name, pattern) for p in folder.iterdir())
+
+
+def _touched_since(path: Path, t: float) -> bool:
+    """Whether ``path`` exists and was modified at or after the time ``t``."""
+    return path.exists() and path.stat().st_mtime >= t
 
 
 def _kill_at(proc: subprocess.Popen, started, delay: float, poll: float = 0.005) -> None:
@@ -109,7 +123,7 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
     overrides = TINY if overrides is None else overrides
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, "-m", "flowmaps.app.cli", "train", str(config), *overrides, "--out", str(out),
+        return [sys.executable, "-m", "flowmaps", "train", str(config), *overrides, "--out", str(out),
                 "--resume", "--quiet"]
 
     ref = work / "reference"
@@ -143,19 +157,17 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
             if phase < startup_share:  # during startup: imports, validation, restore, lock
                 _kill_at(proc, lambda: True, rng.uniform(0, startup_s))
             elif phase < startup_share + write_share:  # the moment a checkpoint's temporary file exists
-                _kill_at(proc, lambda: any(run.glob(f".{CKPT}.*.tmp")) if run.exists() else False, 0.0, poll=0.0005)
+                _kill_at(proc, partial(_has_temp, run, f".{CKPT}.*.tmp"), 0.0, poll=0.0005)
             else:  # during training: once this process touched metrics.csv, within the remaining steps
-                started = lambda: metrics.exists() and metrics.stat().st_mtime >= launched  # noqa: E731
-                _kill_at(proc, started, rng.uniform(0, train_s * (1 - done / steps)))
+                _kill_at(proc, partial(_touched_since, metrics, launched), rng.uniform(0, train_s * (1 - done / steps)))
             if proc.returncode != -signal.SIGKILL:  # finished before the kill
                 if proc.returncode != 0:
                     report["failed_commands"] += 1
                 break
             killed_here += 1
             report["kills"] += 1
-            in_training = metrics.exists() and metrics.stat().st_mtime >= launched
-            report["kills_in_training" if in_training else "kills_in_startup"] += 1
-            report["kills_inside_checkpoint_write"] += int(any(run.glob(f".{CKPT}.*.tmp"))) if run.exists() else 0
+            report["kills_in_training" if _touched_since(metrics, launched) else "kills_in_startup"] += 1
+            report["kills_inside_checkpoint_write"] += int(_has_temp(run, f".{CKPT}.*.tmp"))
             if (run / CKPT).exists():
                 try:
                     load_state(run / CKPT)
@@ -177,8 +189,6 @@ FAULT_CLI = ROOT / "tests" / "fault_cli.py"
 
 def _store_problems(out: Path, reference: dict, n: int) -> list[str]:
     """Why the store at ``out`` is not the reference store (empty if it is)."""
-    from flowmaps.pairs import read_manifest, verify_store
-
     m = read_manifest(out)
     problems = [f"shard {k}: {why}" for k, why in verify_store(out, full=True, check_noise=True).items()]
     if not m["complete"]:
@@ -200,14 +210,12 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
     The teacher is a tiny flow-matching run trained once; the command runs through ``tests/fault_cli.py`` with
     each shard's temporary file held 20 ms before its rename, so kills land inside atomic writes too.
     """
-    from flowmaps.pairs import read_manifest
-
     rng = random.Random(seed)
     work = Path(work or tempfile.mkdtemp(prefix="fault_pairs_"))
     teacher = work / "teacher"
     if not (teacher / CKPT).exists():
         shutil.rmtree(teacher, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "flowmaps.app.cli", "train", str(CONFIG), *TINY, "train.steps=30",
+        subprocess.run([sys.executable, "-m", "flowmaps", "train", str(CONFIG), *TINY, "train.steps=30",
                         "--out", str(teacher), "--quiet"], env=_env(), check=True, stdout=subprocess.DEVNULL)
     env = {**_env(), "FAULT_SLOW_WRITE": "0.02"}
 
@@ -227,7 +235,7 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
         shutil.rmtree(out, ignore_errors=True)
         report["runs"] += 1
         killed_here = 0
-        temp = lambda: out.exists() and any(p.name.endswith(".tmp") for p in out.iterdir())  # noqa: E731
+        temp = partial(_has_temp, out, "*.tmp")
         while True:
             done = len(read_manifest(out)["shards"]) * 100 if (out / "manifest.json").exists() else 0
             if killed_here:
@@ -246,7 +254,7 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
             elif phase < startup_share + write_share:
                 _kill_at(proc, temp, 0.0, poll=0.0005)
             else:
-                _kill_at(proc, lambda: (out / "manifest.json").exists(), rng.uniform(0, gen_s * (1 - done / n)))
+                _kill_at(proc, (out / "manifest.json").exists, rng.uniform(0, gen_s * (1 - done / n)))
             if proc.returncode != -signal.SIGKILL:
                 if proc.returncode != 0:
                     report["failed_commands"] += 1
@@ -256,8 +264,6 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
             report["kills_inside_checkpoint_write"] += int(temp())
             report["kills_in_startup" if phase < startup_share else "kills_in_training"] += 1
             if (out / "manifest.json").exists():
-                from flowmaps.pairs import verify_store
-
                 bad = verify_store(out, full=True)
                 if bad:
                     report["unloadable_after_kill"] += 1

@@ -16,24 +16,24 @@ with its bound only): one exact assignment (scipy's Hungarian solver) takes 1–
 B = 4096 on a CPU core and grows about like B³, so one 16k batch costs tens of minutes and a 2 GB cost matrix.
 CPU budget: about 8 minutes on one core.
     python benchmarks/gaussian_ot_bound.py   # writes docs/benchmarks/gaussian_ot_bound.{md,json,png}
+    python benchmarks/gaussian_ot_bound.py --dims 2,16 --batches 64,256 --out /tmp/g   # a smoke test
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
+
+from flowmaps.app.evaluate import markdown_table, save_rows
+from flowmaps.app.plots import save_figure
+from flowmaps.core.couplings import ot_permutation
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT_DIR / "src"))
-
-from flowmaps.core.couplings import ot_permutation  # noqa: E402
-from flowmaps.app.evaluate import markdown_table, save_rows  # noqa: E402
-from flowmaps.app.plots import plt, save_figure  # noqa: E402
-
 DIMS = [2, 4, 8, 16, 32, 64, 128, 256]
 BATCHES = [64, 256, 1024, 2048, 4096, 16384]
 MAX_B = 4096  # exact OT above this is too slow on a CPU (see the docstring)
@@ -62,11 +62,17 @@ def measure(d: int, b: int, gen: torch.Generator) -> dict:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dims", default=",".join(map(str, DIMS)), help="dimensions d")
+    p.add_argument("--batches", default=",".join(map(str, BATCHES)), help="OT batch sizes B")
+    p.add_argument("--out", default=str(ROOT_DIR / "docs" / "benchmarks" / "gaussian_ot_bound"), help="output stem")
+    args = p.parse_args()
+    dims, batches = [int(v) for v in args.dims.split(",")], [int(v) for v in args.batches.split(",")]
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for d in DIMS:
-        for b in BATCHES:
+    for d in dims:
+        for b in batches:
             if b > MAX_B:
                 rows.append({"d": d, "B": b, "rho": None, "rho_bound": math.sqrt(2 * math.log(b) / d),
                              "v2_per_dim": None, "v2_bound": bound(d, b), "pair_cost_per_dim": None,
@@ -75,10 +81,11 @@ def main() -> None:
             t = time.perf_counter()
             rows.append({**measure(d, b, gen), "note": f"{time.perf_counter() - t:.1f} s"})
             print(rows[-1], flush=True)
-    out = ROOT_DIR / "docs" / "benchmarks"
-    save_rows(out / "gaussian_ot_bound", rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for i, b in enumerate(BATCHES):
+    out = Path(args.out)
+    save_rows(out, rows)
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for i, b in enumerate(batches):
         r = [x for x in rows if x["B"] == b]
         meas = [(x["d"], x["v2_per_dim"]) for x in r if x["v2_per_dim"] is not None]
         if meas:
@@ -88,7 +95,7 @@ def main() -> None:
     axes[0].set_xlabel("dimension d")
     axes[0].set_ylabel("E|v(x0)|²/d at t = 0 (optimum 0)")
     axes[0].legend(fontsize=6, ncol=2)
-    for i, d in enumerate(DIMS):
+    for i, d in enumerate(dims):
         r = [x for x in rows if x["d"] == d and x["rho"] is not None]
         axes[1].plot([x["B"] for x in r], [x["rho"] for x in r], "o-", color=f"C{i % 10}", label=f"d={d}")
         axes[1].plot([x["B"] for x in r], [min(1, x["rho_bound"]) for x in r], ":", color=f"C{i % 10}")
@@ -96,7 +103,7 @@ def main() -> None:
     axes[1].set_xlabel("OT batch size B")
     axes[1].set_ylabel("ρ = E⟨x0,x1⟩/E|x0|² (dotted: bound sqrt(2 ln B/d))")
     axes[1].legend(fontsize=6)
-    save_figure(fig, out / "gaussian_ot_bound.png")
+    save_figure(fig, out.with_suffix(".png"))
     print(markdown_table(rows, "Gaussian → Gaussian, minibatch OT: regressed velocity at t = 0"))
 
 

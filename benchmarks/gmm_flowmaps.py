@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from flowmaps.run.config import parse_config
 from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.metrics import wasserstein2
-from flowmaps.run.build import load_run
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
+from flowmaps.run.build import load_run
+from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
 
 
@@ -86,7 +86,8 @@ def main() -> None:
         "# Flow maps against the exact flow map of a Gaussian mixture\n\n"
         f"Command: `{cmd}`\n\n"
         f"8-component mixture (std 0.1, means on the unit sphere) in each dimension; MLP {args.depth}×{args.width} "
-        f"(time-embedding max_freq {args.max_freq:g}), lr {args.lr:g}, batch {args.batch}, {args.steps} steps, one CPU thread (`train_s`: wall time on a shared machine). Errors of the "
+        f"(time-embedding max_freq {args.max_freq:g}), lr {args.lr:g}, batch {args.batch}, {args.steps} steps, "
+        "one CPU thread (`train_s`: wall time on a shared machine). Errors of the "
         f"N-step samples against the exact `X_{{0,1}}` of the same noise ({args.n} samples), relative to the data "
         "scale; W2 (exact OT) to fresh target samples beside the analytic teacher's adaptive (dopri5) solve.\n\n"
         + markdown_table(rows))

@@ -3,84 +3,76 @@
     python benchmarks/image_throughput.py --device cuda --batch 128          # on a GPU
     python benchmarks/image_throughput.py --device cpu --small --steps 2     # smoke test on a CPU
 
-One training step is exactly the loop's: objective loss under ``torch.autocast(bfloat16)``, backward, gradient
-clipping, optimizer step, EMA update. Networks and objectives come from the recipes (``configs/cifar10_fm.yaml``
-for FM and LSD, ``configs/cifar10_lmm.yaml`` for LMM with the L2 distance, with and without the adversarial
-loss; LPIPS would add a VGG-16 forward/backward and needs its weights). Data are random tensors of CIFAR-10's
-shape (3, 32, 32): the step's cost does not depend on the pixels. LSD runs when the objective is registered.
-Writes ``docs/benchmarks/image_throughput.{md,json}`` (``--out``).
+One training step is exactly the loop's, :func:`flowmaps.run.trainer.train_step` on the state
+:func:`~flowmaps.run.trainer.build_state` makes (``train.precision=bf16``: loss under ``torch.autocast(bfloat16)``,
+backward, gradient clipping, update of the model and of the discriminator when there is one, EMA). Networks and
+objectives come from the recipes (``configs/cifar10_fm.yaml`` for FM and LSD, ``configs/cifar10_lmm.yaml`` for
+LMM with the L2 distance, with and without the adversarial loss; LPIPS would add a VGG-16 forward/backward and
+needs its weights). Data are random tensors of CIFAR-10's shape (3, 32, 32): the step's cost does not depend on
+the pixels. Writes ``docs/benchmarks/image_throughput.{md,json}`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import sys
 import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
+from flowmaps.app.evaluate import markdown_table, save_rows
+from flowmaps.data.sources import Source
+from flowmaps.run.config import load_config
+from flowmaps.run.trainer import build_state, train_step
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT_DIR / "src"))
-
-from flowmaps.run.config import load_config  # noqa: E402
-from flowmaps.data.sources import Source  # noqa: E402
-from flowmaps.app.evaluate import markdown_table, save_rows  # noqa: E402
-from flowmaps.core.objectives import registry  # noqa: E402
-from flowmaps.run.build import build_model, build_objective  # noqa: E402
-from flowmaps.run.trainer import ema_update, make_optimizer  # noqa: E402
-
 SHAPE = (3, 32, 32)
+SMALL = ["model.channels=16", "model.mult=[1, 2]", "model.num_res_blocks=1", "model.attn_resolutions=[16]"]
 
 
-def source(pairs: bool) -> Source:
-    def draw(n: int, g=None) -> dict:
+class RandomImages(Source):
+    """Uniform pixels in [−1, 1] of CIFAR-10's shape; with ``pairs``, batches also carry the noise ``x0``."""
+
+    def __init__(self, pairs: bool) -> None:
+        self.pairs, self.shape, self.sigma_data, self.name = pairs, SHAPE, 0.5, "random"
+        self.sigma0 = 1.0 if pairs else None
+
+    def _draw(self, n: int, g: torch.Generator | None = None) -> dict[str, Tensor]:
         out = {"x1": torch.rand(n, *SHAPE, generator=g) * 2 - 1}
-        if pairs:
+        if self.pairs:
             out["x0"] = torch.randn(n, *SHAPE, generator=g)
         return out
 
-    return Source(shape=SHAPE, sigma_data=0.5, name="random", sigma0=1.0 if pairs else None,
-                  _sampler=draw, _reference=lambda n, g: draw(n, g)["x1"])
+    def sample(self, n: int) -> dict[str, Tensor]:
+        return self._draw(n)
+
+    def reference(self, n: int, seed: int = 1234) -> Tensor:
+        return self._draw(n, torch.Generator().manual_seed(seed))["x1"]
 
 
 def measure(name: str, cfg_name: str, over: list[str], args) -> dict:
-    small = ["model.options={channels: 16, mult: [1, 2], num_res_blocks: 1, attn_resolutions: [16]}"] if args.small else []
     cfg = load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml",
-                      over + small + [f"train.device={args.device}", "train.precision=bf16"])
-    pairs = cfg.objective["method"] == "lmm"
-    src = source(pairs)
-    objective = build_objective(cfg, src).to(args.device)
-    model = build_model(cfg, src, objective.kind).to(args.device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg.train, params)
-    amp = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16)
-    cuda = args.device.startswith("cuda")
+                      over + (SMALL if args.small else []) + [f"train.device={args.device}", "train.precision=bf16"])
+    src = RandomImages(pairs=cfg.objective.method == "lmm")
+    state = build_state(cfg, src)
+    cuda = state.device.type == "cuda"
 
-    def step(i: int) -> None:
-        batch = {k: v.to(args.device) for k, v in src.sample(args.batch).items()}
-        with amp:
-            loss, _ = objective.loss(model, batch, i)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
-        opt.step()
-        ema_update(ema, model, cfg.train.ema, i)
+    def step() -> None:
+        train_step(state, {k: v.to(state.device) for k, v in src.sample(args.batch).items()})
 
-    for i in range(args.warmup):
-        step(i)
+    for _ in range(args.warmup):
+        step()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
+    for _ in range(args.steps):
+        step()
     if cuda:
         torch.cuda.synchronize()
     sec = time.perf_counter() - start
-    row = {"method": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "batch": args.batch,
+    row = {"method": name, "params_M": sum(p.numel() for p in state.model.parameters()) / 1e6, "batch": args.batch,
            "images_per_s": args.batch * args.steps / sec, "s_per_step": sec / args.steps,
            "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
     print(row, flush=True)
@@ -98,11 +90,8 @@ def main() -> None:
     args = p.parse_args()
     runs = [("FM", "cifar10_fm", []),
             ("LMM (L2)", "cifar10_lmm", ["objective.distance=l2", "objective.adversarial=false"]),
-            ("LMM (L2 + adversarial)", "cifar10_lmm", ["objective.distance=l2", "objective.adv_start=0"])]
-    if "lsd" in registry():
-        runs.append(("LSD", "cifar10_fm", ["objective={method: lsd}"]))
-    else:
-        print("LSD skipped: the objective 'lsd' is not registered in this version", flush=True)
+            ("LMM (L2 + adversarial)", "cifar10_lmm", ["objective.distance=l2", "objective.adv_start=0"]),
+            ("LSD", "cifar10_fm", ["objective={method: lsd}"])]
     rows = [measure(*r, args) for r in runs]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     for r in rows:

@@ -1,8 +1,10 @@
 """Training-step cost of each flow-map objective as a ratio to one flow-matching step (same network, same batch).
 
-Methods run side by side: every round times a few optimizer steps of each method in turn, and the table reports
-the median time per step over the rounds, so drifts of machine load hit all methods alike. Distillation methods
-use a velocity teacher of the same architecture (a network evaluation, as with a trained teacher).
+Methods run side by side: every round times a few training steps of each method in turn, and the table reports
+the median time per step over the rounds, so drifts of machine load hit all methods alike. A step is the
+trainer's own (:func:`flowmaps.run.trainer.train_step`: loss, backward, clipping, RAdam, EMA). Distillation
+methods use a velocity teacher of the same architecture (a run trained for one step: a network evaluation,
+as with a trained teacher).
 
     OMP_NUM_THREADS=1 python benchmarks/step_cost.py            # writes docs/benchmarks/step_cost.{md,json}
 """
@@ -12,75 +14,63 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from flowmaps.run.config import parse_config
-from flowmaps.data import build_source
 from flowmaps.app.evaluate import markdown_table
-from flowmaps.core.objectives import Context
-from flowmaps.core.paths import interpolant
-from flowmaps.run.build import build_model, resolve_scales
+from flowmaps.core.objectives import objective_class, register
+from flowmaps.core.objectives.fm import FM
+from flowmaps.data import build_source
+from flowmaps.run.config import parse_config
+from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
 METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
 JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0,
         "meanflow": 1}
 
 
-class WithTeacher(torch.nn.Module):
+class FMPlusTeacher(FM):
     """Flow matching plus one no-grad teacher evaluation on the batch: the non-JVP work of a distillation step."""
 
-    kind = "velocity"
-
-    def __init__(self, fm, teacher) -> None:
-        super().__init__()
-        self.fm, self.teacher = fm, teacher
-
-    def extra_parameters(self):
-        return []
+    needs_teacher = True
 
     def loss(self, model, batch, step):
         x1 = batch["x1"]
         with torch.no_grad():
-            self.teacher(x1, torch.rand(x1.shape[0]))
-        return self.fm.loss(model, batch, step)
+            self.ctx.teacher(x1, torch.rand(x1.shape[0], device=x1.device))
+        return super().loss(model, batch, step)
 
 
-def setup(method: str, args):
-    if method == "fm+teacher":
-        model, objective, opt, batch = setup("fm", args)
-        return model, WithTeacher(objective, setup("lmd", args)[1].ctx.teacher), opt, batch
-    tree = {"seed": 0, "data": {"kind": "toy", "name": "checker"},
+register("fm+teacher", FMPlusTeacher)
+
+
+def tree(method: str, args) -> dict:
+    return {"seed": 0, "data": {"kind": "toy", "name": "checker"},
             "model": {"net": "mlp", "width": args.width, "depth": args.depth, "max_freq": 1.0},
-            "objective": {"method": method}}
-    if method in ("lmd", "emd", "pfmm"):
-        tree["teacher"] = {"kind": "run", "path": "unused"}
-    cfg = parse_config(tree)
+            "objective": {"method": method},
+            "train": {"steps": 1, "batch_size": args.batch, "lr": 1e-4, "optimizer": "radam"}}
+
+
+def setup(method: str, args, teacher: Path) -> tuple[TrainState, dict]:
+    t = tree(method, args)
+    if objective_class(method).needs_teacher:
+        t["teacher"] = {"kind": "run", "path": str(teacher)}
+    cfg = parse_config(t)
     source = build_source(cfg.data)
-    teacher_net = build_model(cfg, source, "velocity").requires_grad_(False)
-    sigma0, _ = resolve_scales(cfg, source)
-    ctx = Context(interpolant("linear"), sigma0, lambda x, t, label=None: teacher_net.velocity(x, t, label), source)
-    from flowmaps.core.objectives import objective_class
-
-    cls = objective_class(method)
-    objective = cls(cfg.objective_options(), ctx)
-    model = build_model(cfg, source, objective.kind)
-    torch.nn.init.normal_(model.net.out.weight, std=0.01)  # not the identity: every term does work
-    opt = torch.optim.RAdam(list(model.parameters()) + objective.extra_parameters(), lr=1e-4)
-    batch = source.sample(args.batch)
-    return model, objective, opt, batch
+    state = build_state(cfg, source)
+    torch.nn.init.normal_(state.model.net.out.weight, std=0.01)  # not the identity: every term does work
+    return state, source.sample(args.batch)
 
 
-def run_steps(model, objective, opt, batch, k: int, step0: int) -> float:
+def run_steps(state: TrainState, batch: dict, k: int) -> float:
     t0 = time.perf_counter()
-    for i in range(k):
-        loss, _ = objective.loss(model, batch, step0 + i)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    for _ in range(k):
+        train_step(state, batch)
     return (time.perf_counter() - t0) / k
 
 
@@ -98,13 +88,19 @@ def main() -> None:
     methods = args.methods.split(",")
     if "fm" not in methods:
         methods = ["fm"] + methods
-    pieces = {m: setup(m, args) for m in methods}
+    tmp = Path(tempfile.mkdtemp(prefix="step_cost_"))
+    try:
+        # the teacher: a velocity run of the same network, trained one step (its weights do not change the cost)
+        train(parse_config(tree("fm", args)), tmp / "teacher", progress=False)
+        pieces = {m: setup(m, args, tmp / "teacher") for m in methods}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     for m in methods:  # warm-up (functorch set-up, allocator)
-        run_steps(*pieces[m], 3, 0)
+        run_steps(*pieces[m], 3)
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         for m in methods:
-            times[m].append(run_steps(*pieces[m], args.steps, 10 + r * args.steps))
+            times[m].append(run_steps(*pieces[m], args.steps))
     fm = statistics.median(times["fm"])
     rows = [{"method": m, "jvps": JVPS.get(m), "ms_per_step": 1e3 * statistics.median(times[m]),
              "ratio_to_fm": statistics.median(times[m]) / fm} for m in methods]
@@ -118,9 +114,9 @@ def main() -> None:
         f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch)))
     text = ("# Training-step cost per objective, relative to one flow-matching step\n\n"
             f"Command: `{cmd}`\n\n"
-            f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one optimizer step "
-            "(loss, backward, "
-            f"RAdam) timed side by side: median over {args.rounds} rounds of {args.steps} steps each; "
+            f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one training step "
+            "(the trainer's `train_step`: loss, backward, clipping, "
+            f"RAdam, EMA) timed side by side: median over {args.rounds} rounds of {args.steps} steps each; "
             f"{meta['threads']} thread(s), torch {meta['torch']}, CPU. `jvps`: forward-mode JVPs per step. "
             "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "
             "evaluations): `fm+teacher` is a "

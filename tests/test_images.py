@@ -23,6 +23,7 @@ from flowmaps.core.nets.image_disc import ImageDiscriminator
 from flowmaps.core.nets.unet import UNet
 from flowmaps.core.objectives.lmm import last_layer
 from flowmaps.core.paths import interpolant
+from flowmaps.data import build_source
 from flowmaps.data.images import ImagesData, load_digits, load_npy
 from flowmaps.data.sources import hflip
 from flowmaps.errors import ConfigError, DataError
@@ -114,7 +115,7 @@ def test_flowmap_jvp_through_the_unet():
 
 def test_digits_source_split_range_and_upsampling():
     cfg = ImagesData(name="digits")
-    src = cfg.build()
+    src = build_source(cfg)
     assert src.shape == (1, 8, 8) and src.num_classes == 10
     assert len(src.heldout) == 359
     b = src.sample(64)
@@ -126,12 +127,12 @@ def test_digits_source_split_range_and_upsampling():
     train_rows = {tuple(r.flatten().tolist()) for r in src.sample(4000)["x1"]}
     dup = sum(1 for r in held if r in train_rows)
     assert dup <= 5  # the digits have a handful of exact duplicate images across the split
-    assert torch.equal(cfg.build().heldout, src.heldout)  # fixed by the seed
-    assert not torch.equal(ImagesData(name="digits", seed=1).build().heldout, src.heldout)
+    assert torch.equal(build_source(cfg).heldout, src.heldout)  # fixed by the seed
+    assert not torch.equal(build_source(ImagesData(name="digits", seed=1)).heldout, src.heldout)
     ref = src.reference(10_000)
     assert ref.shape == (359, 1, 8, 8)  # all of the held-out split
     for size in (16, 32):
-        up = ImagesData(name="digits", size=size).build()
+        up = build_source(ImagesData(name="digits", size=size))
         assert up.shape == (1, size, size)
         big = up.heldout
         assert big.min() >= -1 - 1e-5 and big.max() <= 1 + 1e-5
@@ -157,7 +158,7 @@ def test_npy_images_are_validated(tmp_path):
     np.save(p, np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8))
     x = load_npy(p)
     assert x.shape == (5, 3, 4, 4) and x.min() >= -1 and x.max() <= 1
-    src = ImagesData(name="npy", path=str(p), hflip=True).build()
+    src = build_source(ImagesData(name="npy", path=str(p), hflip=True))
     assert src.shape == (3, 4, 4) and "label" not in src.sample(3)
     bad = {"flat": np.zeros((5, 16), np.float32), "twochan": np.zeros((5, 2, 4, 4), np.float32),
            "range": np.full((5, 1, 4, 4), 3.0, np.float32)}
@@ -178,15 +179,15 @@ def test_image_folder_with_class_subfolders(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
-    src = ImagesData(name="folder", path=str(tmp_path), size=8).build()
+    src = build_source(ImagesData(name="folder", path=str(tmp_path), size=8))
     assert src.shape == (3, 8, 8) and src.num_classes == 2
     b = src.sample(20)
     assert set(b["label"].tolist()) <= {0, 1} and b["x1"].abs().max() <= 1
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no image files"):
-        ImagesData(name="folder", path=str(tmp_path / "empty")).build()
+        build_source(ImagesData(name="folder", path=str(tmp_path / "empty")))
     with pytest.raises(DataError, match="no such folder"):
-        ImagesData(name="folder", path=str(tmp_path / "none")).build()
+        build_source(ImagesData(name="folder", path=str(tmp_path / "none")))
 
 
 def test_torchvision_sets_need_a_local_root(tmp_path):
@@ -194,10 +195,10 @@ def test_torchvision_sets_need_a_local_root(tmp_path):
         import torchvision  # noqa: F401
     except ImportError:
         with pytest.raises(DataError, match=r"flowmaps\[images\]"):
-            ImagesData(name="cifar10", path=str(tmp_path)).build()
+            build_source(ImagesData(name="cifar10", path=str(tmp_path)))
         return
     with pytest.raises(DataError, match="not found|local folder"):
-        ImagesData(name="cifar10", path=str(tmp_path / "nothing")).build()
+        build_source(ImagesData(name="cifar10", path=str(tmp_path / "nothing")))
 
 
 # ----- digits classifier and Fréchet distance -------------------------------------------------------------

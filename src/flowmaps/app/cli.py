@@ -9,6 +9,7 @@ on disk is written or overwritten. Any other exception is a bug and shows its tr
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -269,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def out_of_memory(err: BaseException) -> str | None:
+    """The allocator's own words when ``err`` is a refused allocation (they name the size), else None."""
+    text = " ".join(str(err).split())
+    if isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        return re.sub(r"^\[enforce fail at [^\]]*\] err == 0\. ", "", text)[:240] or type(err).__name__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -276,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     except FlowmapsError as err:
         print(f"flowmaps: error: {err}", file=sys.stderr)
         return err.status
+    except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        words = out_of_memory(err)
+        if words is None:
+            raise
+        print(f"flowmaps: error: out of memory ({words}); ask for a smaller model, batch or --n", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130

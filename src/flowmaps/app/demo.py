@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.sampling import noise
+from ..errors import ConfigError
 from ..pairs.generate import generate_pairs
 from ..run.build import load_run, pair_teacher
 from ..run.config import parse_config
@@ -44,8 +45,13 @@ def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool) -> Path
     return train(cfg, run_dir, resume=True, progress=progress)
 
 
+OUTPUTS = {"teacher", "lmd", "pairs", "lmm", "samples.png", "metrics.md", "metrics.json"}
+
+
 def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) -> list[dict]:
     """Train the demo's models into ``out`` (resuming any already there) and write the comparison."""
+    if out.exists() and (not out.is_dir() or any(p.name not in OUTPUTS for p in out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not a demo folder (it holds other files); choose another --out")
     stages = {"teacher": TEACHER}
     runs = {name: load_run(_stage(name, tree, out, fast, progress)) for name, tree in stages.items()}
     teacher = runs["teacher"]

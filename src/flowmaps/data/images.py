@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..core.options import Options
 from ..errors import DataError
-from ..io.arrays import load_array
+from ..io.arrays import load_array, npy_header
 from .sources import Source, TensorSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -70,11 +70,10 @@ def load_npy(path: str | Path) -> Tensor:
     p = Path(path)
     if p.suffix.lower() != ".npy":
         raise DataError(f"{p}: image arrays are .npy files of shape (N, C, H, W)")
-    raw = np.load(p, mmap_mode="r", allow_pickle=False) if p.is_file() else None
     x = load_array(p)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise DataError(f"{p}: shape {tuple(x.shape)}; images must be (N, C, H, W) with C = 1 or 3")
-    if raw is not None and raw.dtype == np.uint8:
+    if npy_header(p)[1] == np.uint8:
         return x / 127.5 - 1
     lo, hi = float(x.min()), float(x.max())
     if lo < -1 - 1e-3 or hi > 1 + 1e-3:

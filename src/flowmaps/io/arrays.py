@@ -15,11 +15,30 @@ from .files import atomic_write
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
 
 
+def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from a ``.npy`` file's header, without reading its data; a file that is not a .npy
+    array of numbers (no NPY header, Python objects, a truncated header) is a :class:`DataError` naming it."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except (ValueError, OSError, EOFError) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise DataError(f"{p}: unreadable or corrupt .npy file (not a NumPy .npy array: {reason})") from None
+    if dtype.hasobject:
+        raise DataError(f"{p}: unreadable or corrupt .npy file (it holds Python objects, dtype {dtype}, which "
+                        "flowmaps never unpickles; save numbers, e.g. np.save(path, x.astype(np.float32)))")
+    return tuple(shape), dtype
+
+
 def _read(p: Path, key: str | None) -> np.ndarray:
     """Read the single array (or array ``key``) of ``p``; object arrays are refused (no pickle)."""
     if p.suffix.lower() == ".npy":
         if key is not None:
             raise DataError(f"{p}: key={key!r} given but a .npy file holds a single array")
+        npy_header(p)
         return np.load(p, allow_pickle=False)
     with np.load(p, allow_pickle=False) as z:
         names = list(z.files)

@@ -23,6 +23,7 @@ the manifest records ``num_classes`` and the label, a function of the index, is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import PairStoreError
+from ..errors import PairStoreError, StorageError
 from ..io.files import sha256, write_text
 
 FORMAT = "flowmaps-pairs/1"
@@ -100,6 +101,8 @@ def _shard_problem(root: Path, k: int, entry: dict, shape: tuple[int, ...], full
         return f"shape {arr.shape} {arr.dtype}, expected {(entry['rows'], 2, *shape)} float32"
     if full and sha256(path) != entry["sha256"]:
         return "sha256 mismatch (corrupt)"
+    if full and not all(np.isfinite(arr[i:i + 4096]).all() for i in range(0, len(arr), 4096)):
+        return "holds non-finite values"
     return None
 
 
@@ -124,8 +127,32 @@ def verify_store(root: str | Path, full: bool = True, check_noise: bool = False)
     return bad
 
 
+VERIFIED = ".verified.json"  # shards whose sha256 and values were checked, by file size and modification time
+
+
+def _stamp(path: Path, digest: str) -> list:
+    st = path.stat() if path.is_file() else None
+    return [digest, st.st_size, st.st_mtime_ns] if st else [digest]
+
+
+def _read_verified(root: Path) -> dict[str, list]:
+    try:
+        return json.loads((root / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_verified(root: Path, verified: dict[str, list]) -> None:
+    """Remember the verified shards (best effort: a read-only store is verified again at the next open)."""
+    with contextlib.suppress(StorageError):
+        write_text(root / VERIFIED, json.dumps(verified))
+
+
 class PairStore:
-    """A finished store, memory-mapped: ``len`` pairs, ``get(idx) -> (z, x1)`` for global indices."""
+    """A finished store, memory-mapped: ``len`` pairs, ``get(idx) -> (z, x1)`` for global indices.
+
+    Opening it verifies every shard's SHA-256 and values (finite) once; a shard whose size and modification
+    time are unchanged since is not read again (``.verified.json``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -137,11 +164,18 @@ class PairStore:
         self.shape, self.n, self.size = tuple(m["shape"]), int(m["n"]), int(m["shard_size"])
         self.num_classes = int(m.get("num_classes", 0))
         self.shards = []
+        seen = _read_verified(self.root)
+        verified = {}
         for k in range(len(m["shards"])):
-            problem = _shard_problem(self.root, k, m["shards"][str(k)], self.shape, full=False)
+            entry, name = m["shards"][str(k)], shard_name(k)
+            stamp = _stamp(self.root / name, entry["sha256"])
+            problem = _shard_problem(self.root, k, entry, self.shape, full=seen.get(name) != stamp)
             if problem is not None:
-                raise PairStoreError(f"{self.root / shard_name(k)}: {problem}; rerun `flowmaps pairs ... --repair`")
-            self.shards.append(np.load(self.root / shard_name(k), mmap_mode="r", allow_pickle=False))
+                raise PairStoreError(f"{self.root / name}: {problem}; rerun `flowmaps pairs ... --repair`")
+            verified[name] = stamp
+            self.shards.append(np.load(self.root / name, mmap_mode="r", allow_pickle=False))
+        if verified != seen:
+            _write_verified(self.root, verified)
 
     def __len__(self) -> int:
         return self.n

@@ -71,9 +71,6 @@ def build_model(cfg: RunConfig, source: Source, form: str) -> FlowMap:
         net = m.build(source.shape, 2 * m.time_dim)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
-    except RuntimeError as err:  # e.g. the allocator refusing a network too large for this machine
-        raise ConfigError(f"model: cannot build {m.net} for data of shape {source.shape} "
-                          f"({' '.join(str(err).split())[:160]})") from None
     return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, form=form, time_dim=m.time_dim,
                    max_freq=m.max_freq)
 

@@ -63,6 +63,8 @@ class TrainConfig(Options):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
+    max_skipped: float = Field(0.1, ge=0, le=1, description="nonfinite=skip: stop once more than this fraction "
+                               "of the steps done (and more than 10 steps) were skipped")
     threads: int | None = Field(None, ge=1)
 
     @field_validator("device")

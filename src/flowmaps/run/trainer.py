@@ -292,9 +292,15 @@ def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None
                 r = train_step(state, batch)
             except NonFiniteError as err:
                 raise NonFiniteError(f"{err}; {_kept(ckpt)} (train.nonfinite=skip skips such steps)") from None
-            if r.nonfinite is not None and rank == 0:
-                tqdm.write(f"flowmaps: warning: non-finite {r.nonfinite} at step {state.step}; step skipped "
-                           f"({state.skipped} so far)", file=sys.stderr)
+            if r.nonfinite is not None:
+                if rank == 0:
+                    tqdm.write(f"flowmaps: warning: non-finite {r.nonfinite} at step {state.step}; step skipped "
+                               f"({state.skipped} so far)", file=sys.stderr)
+                if state.skipped > max(10, tc.max_skipped * state.step):
+                    save_checkpoint(state, ckpt, rank)
+                    raise NonFiniteError(f"{state.skipped} of {state.step} steps skipped for non-finite losses or "
+                                         f"gradients (more than train.max_skipped={tc.max_skipped:g}); training "
+                                         f"stopped, the weights of the last good step are kept in {ckpt}")
             bar.update(1)
             if state.step % tc.log_every == 0 or state.step == tc.steps:
                 bar.set_postfix(loss=f"{r.loss:.4g}")
