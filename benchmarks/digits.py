@@ -11,7 +11,7 @@ draws per seed (3 seeds: mean and std); LMM at N = 1, 2, 4 on EDM's σ-grid subs
 along the line (deterministic) and consistency-style (fresh noise).
 
 Metric: Fréchet distance of the digits classifier's 64-d features (``flowmaps.core.metrics.digits``) against the
-held-out split (360 images never trained on). Noise floor: the training split against the held-out split.
+held-out split (359 images never trained on). Noise floor: the training split against the held-out split.
 Writes ``docs/benchmarks/digits.{md,json,png}``; runs are cached under ``runs/bench_digits`` (rerunning resumes).
 """
 

@@ -1,10 +1,12 @@
 """Fault injection: SIGKILL a command at random instants, rerun the same command, compare with an uninterrupted run.
 
-    python benchmarks/fault_injection.py                 # 20 kills of training, 20 of pairs
+    python benchmarks/fault_injection.py                 # 20 kills of each target
     python benchmarks/fault_injection.py --kills 100 --seed 1 --json out.json
 
-One function per target: ``kill_training`` and ``kill_pairs`` (fields named for training; for pairs,
-"training" means generating and "checkpoint write" a shard write; a resume "from checkpoint" had shards done).
+One function per target: ``kill_training`` (flow matching on the checkerboard), ``kill_distillation`` (LMD from a
+teacher run), ``kill_pair_training`` (lines matching from a pair store) and ``kill_pairs`` (pair generation;
+fields named for training: "training" means generating and "checkpoint write" a shard write, a resume "from
+checkpoint" had shards done).
 For training, an uninterrupted reference run is trained once; then fresh runs of the same command
 (``python -m flowmaps train CFG --out RUN --resume``) are killed with SIGKILL, up to ``--per-run`` times each, and
 finished by the same command: a fifth of the kills at a random instant of startup (import, validation,
@@ -183,6 +185,36 @@ def kill_training(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path |
     return report
 
 
+def _tiny_teacher(work: Path) -> Path:
+    """A tiny flow-matching run (the recipe made tiny, 30 steps) in ``work/teacher``, trained once."""
+    teacher = work / "teacher"
+    if not (teacher / CKPT).exists():
+        shutil.rmtree(teacher, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "flowmaps", "train", str(CONFIG), *TINY, "train.steps=30",
+                        "--out", str(teacher), "--quiet"], env=_env(), check=True, stdout=subprocess.DEVNULL)
+    return teacher
+
+
+def kill_distillation(work: Path | None = None, **kw) -> dict:
+    """:func:`kill_training` on Lagrangian map distillation of a tiny teacher run (pinned by its checksums)."""
+    work = Path(work or tempfile.mkdtemp(prefix="fault_distillation_"))
+    teacher = _tiny_teacher(work)
+    over = [*TINY, "train.steps=150", "objective={method: lmd}", f"teacher={{kind: run, path: {teacher}}}"]
+    return {**kill_training(work=work, overrides=over, **kw), "target": "distillation"}
+
+
+def kill_pair_training(work: Path | None = None, **kw) -> dict:
+    """:func:`kill_training` on lines matching trained from a pair store (shards verified on open)."""
+    work = Path(work or tempfile.mkdtemp(prefix="fault_pair_training_"))
+    teacher, store = _tiny_teacher(work), work / "store"
+    if not (store / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "flowmaps", "pairs", str(teacher), "--n", "4000", "--out", str(store),
+                        "--solver", "euler", "--steps", "4", "--shard-size", "1000", "--quiet"], env=_env(),
+                       check=True, stdout=subprocess.DEVNULL)
+    over = [*TINY, f"data={{kind: pairs, path: {store}}}", "objective={method: lmm, time: uniform}"]
+    return {**kill_training(work=work, overrides=over, **kw), "target": "pair_training"}
+
+
 # ----- pair generation -----------------------------------------------------------------------------------------
 FAULT_CLI = ROOT / "tests" / "fault_cli.py"
 
@@ -212,11 +244,7 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
     """
     rng = random.Random(seed)
     work = Path(work or tempfile.mkdtemp(prefix="fault_pairs_"))
-    teacher = work / "teacher"
-    if not (teacher / CKPT).exists():
-        shutil.rmtree(teacher, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "flowmaps", "train", str(CONFIG), *TINY, "train.steps=30",
-                        "--out", str(teacher), "--quiet"], env=_env(), check=True, stdout=subprocess.DEVNULL)
+    teacher = _tiny_teacher(work)
     env = {**_env(), "FAULT_SLOW_WRITE": "0.02"}
 
     def command(out: Path) -> list[str]:
@@ -275,7 +303,8 @@ def kill_pairs(kills: int = 20, per_run: int = 5, seed: int = 0, work: Path | No
     return report
 
 
-TARGETS = {"training": kill_training, "pairs": kill_pairs}
+TARGETS = {"training": kill_training, "pairs": kill_pairs, "distillation": kill_distillation,
+           "pair_training": kill_pair_training}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ noise samples x0 with B targets x1 by exact OT (a permutation, Hungarian algorit
 ``E[x1 | x0] ≈ ρ x0`` with ``ρ = E⟨x0, x1⟩ / E|x0|²`` (least squares over all pairs), so the mean squared
 regressed velocity per coordinate is ``E|v|²/d = (1 − ρ)² E|x0|²/d``.
 
-The seed's bound (its Eqs. 17–20): for unit Gaussians the normalized dot product ``⟨x0, x1⟩/d`` is
+The bound of *Generative Lines Matching Models (Matityahu and Fattal)* (its Eqs. 17–20): for unit Gaussians the
+normalized dot product ``⟨x0, x1⟩/d`` is
 ``N(0, 1/d)``; even pairing x0 with the best of B candidates gives ``E⟨x0, x1⟩/d ≤ sqrt(2 ln B / d)``
 (Jensen on the moment generating function), hence ``ρ ≤ sqrt(2 ln B / d)`` and
 ``E|v|²/d ≥ (1 − min(1, sqrt(2 ln B / d)))²``: v vanishes only when B grows like ``e^{d/2}``.
@@ -41,7 +42,7 @@ PAIRS = 4096
 
 
 def bound(d: int, b: int) -> float:
-    """The seed's lower bound on ``E|v|²/d`` at t = 0: ``(1 − min(1, sqrt(2 ln B / d)))²``."""
+    """The paper's lower bound on ``E|v|²/d`` at t = 0: ``(1 − min(1, sqrt(2 ln B / d)))²``."""
     return (1 - min(1.0, math.sqrt(2 * math.log(b) / d))) ** 2
 
 

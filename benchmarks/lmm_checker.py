@@ -1,6 +1,7 @@
 """Lines matching on the checkerboard: the shared runs, the straightness table and the quality per NFE.
 
-One script with three subcommands (the straightness table is Table 1 of the lines-matching seed):
+One script with three subcommands (the straightness table is Table 1 of *Generative Lines Matching Models*,
+Matityahu and Fattal):
 
     python benchmarks/lmm_checker.py runs       # train (or resume) every run, cached under runs/bench_lmm/
     python benchmarks/lmm_checker.py table1     # writes docs/benchmarks/lmm_table1.{md,json,png}
@@ -19,7 +20,7 @@ budget of about 10 minutes on one shared core). BOT-CFM uses B = 64 and 256 (its
 batch; an exact 1024×1024 assignment costs about 2 s per step on this CPU). Rerunning skips what is finished
 (runs resume, the pair store resumes).
 
-**table1.** Straightness of EDM, CFM / 1-RF, BOT-CFM (two batch sizes), 2-RF, LMM. OT-CFM in the seed is CFM
+**table1.** Straightness of EDM, CFM / 1-RF, BOT-CFM (two batch sizes), 2-RF, LMM. OT-CFM in the paper is CFM
 with the linear ("OT") conditional path; in this library that is the same objective as 1-RF (linear path,
 independent coupling), so one run stands for both. Straightness ``S = ∫₀¹ E‖(X_1 − X_0) − Ẋ_t‖² dt``
 (``flowmaps.core.metrics.straightness``) of each model's own ODE in the t ∈ [0, 1] frame, from 2,000 noise
@@ -32,7 +33,7 @@ trajectories. CPU budget: the shared training, then 2 minutes.
 [−1, 1]² with 64,000 samples (``--n``; noise floor: two independent target sets, reported as "target vs
 target"), W2 (exact OT, first 4,000 samples) and the energy distance. LMM grids: subsets of EDM's 18-step σ
 grid (indices 0 and 0,1, started from ``α_{t_0} z``) and the constant-speed grids (uniform in t from 0).
-Baselines: Euler on uniform grids. Targets (the issue's): LMM N = 2 within 1.1× and N = 1 within 1.2× of the
+Baselines: Euler on uniform grids. Targets: LMM N = 2 within 1.1× and N = 1 within 1.2× of the
 teacher's 35-NFE KL. CPU budget: the shared training, then 3 minutes.
 """
 
@@ -105,7 +106,7 @@ def cmd_runs(args) -> None:
 # ----- table1: straightness --------------------------------------------------------------------------------------
 
 TABLE1 = [TEACHER, "1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)", "LMM"]
-SEED_TABLE = {TEACHER: 0.0397, "1-RF (CFM, linear path)": "0.043 (1-RF) / 0.0417 (OT-CFM)",
+PAPER_TABLE = {TEACHER: 0.0397, "1-RF (CFM, linear path)": "0.043 (1-RF) / 0.0417 (OT-CFM)",
               "BOT-CFM B=64": 0.030, "BOT-CFM B=256": 0.030, "2-RF (reflow on pairs)": 0.00135, "LMM": 0.00183}
 
 
@@ -121,10 +122,10 @@ def cmd_table1(args) -> None:
     grid_pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     for r, name in enumerate(TABLE1):
         model = runs[name].model
-        vel = runs[name].velocity()
+        vel = runs[name].velocity_field()
         x0 = noise(2000, (2,), model.sigma0, seed=7)
         s = straightness(vel, x0, steps=64)
-        rows.append({"model": name, "straightness": s, "seed (Table 1)": SEED_TABLE[name]})
+        rows.append({"model": name, "straightness": s, "paper (Table 1)": PAPER_TABLE[name]})
         print(f"{name}: S = {s:.5f}", flush=True)
         for c, t in enumerate((0.0, 0.5)):
             v = vel(grid_pts, torch.full((len(grid_pts),), t))

@@ -4,7 +4,7 @@ Teacher: a freshly initialised velocity MLP of the benchmark size (128×3, 2-D; 
 cost) saved as a run; sampler: EDM Heun, 18 steps = 35 NFE. "Raw": ``teacher_sampler`` on noise already in
 memory, batch after batch, nothing written. "Pairs": ``generate_pairs`` end to end (per-sample seeded noise,
 the same sampler, shards written atomically, sha256, manifest). The same N, batch size and thread count;
-the issue's target is pairs within 10% of raw (I/O must not dominate). Two repeats, best of each.
+the target is pairs within 10% of raw (I/O must not dominate). Two repeats, best of each.
 CPU budget: about 2 minutes on one core.
     python benchmarks/pair_throughput.py     # writes docs/benchmarks/pair_throughput.{md,json}
     python benchmarks/pair_throughput.py --n 2048 --out /tmp/pt     # a smoke test

@@ -210,6 +210,8 @@ def _solver_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..core.sampling import EDM_SUBSETS
+
     p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -245,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--steps", type=_positive, default=1, help="number of steps on a uniform grid (default 1)")
     how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
     how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
-                     "18-step σ grid, e.g. 0,1 (lines matching's 2-step sampler)")
+                     "18-step σ grid; lines matching's samplers are "
+                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)} (NFE 1, 2, 3, 3, 4)")
     s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help=f"default: the model's own. {_solver_help()}")
     s.add_argument("--seed", type=int, default=0)

@@ -83,7 +83,7 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
     settings is refused. ``shard_size`` defaults to the existing store's, else 65,536. ``stop_after``: return
     after that many new shards per process (to test interruption).
 
-    Several processes (a process group, see :mod:`flowmaps.distributed`) split the missing shards round-robin:
+    Several processes (a process group, see :mod:`flowmaps.core.distributed`) split the missing shards round-robin:
     rank 0 holds the store's lock and writes the manifest, every rank writes its own shards. Since every z and
     label follow from the index, the store is the same whatever the number of processes.
     """

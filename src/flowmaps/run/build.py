@@ -86,8 +86,8 @@ class Run:
     path: Path
     identity: dict[str, Any] = field(default_factory=dict)
 
-    def velocity(self) -> Callable[..., Tensor]:
-        """``b(x, t, label=None)``: the model's ODE velocity, without gradients."""
+    def velocity_field(self) -> Callable[..., Tensor]:
+        """``b(x, t, label=None)``: the model's ODE velocity as a teacher (no gradients)."""
         model = self.model
 
         def b(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
@@ -153,7 +153,7 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callab
     if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
         raise ConfigError(f"teacher {where} is class-conditional with {run.model.num_classes} classes; "
                           f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
-    return run.velocity(), run.identity
+    return run.velocity_field(), run.identity
 
 
 def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:

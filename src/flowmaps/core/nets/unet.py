@@ -1,4 +1,4 @@
-"""A two-time conditioned UNet for images (DDPM++ / ADM style), usable for every model kind.
+"""A two-time conditioned UNet for images (DDPM++ / ADM style), usable for every model form.
 
 ``net(x, emb, label) -> out`` with ``x`` of shape (B, C, H, W) and ``emb`` the wrapper's time embedding
 (``[emb(s), emb(t - s)]``, see ``models.FlowMap``). The embedding goes through an MLP to ``4 · channels`` and

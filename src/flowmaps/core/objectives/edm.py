@@ -1,4 +1,5 @@
-"""EDM denoiser training (Karras et al. 2022), the lines-matching seed's teacher, in the t-frame.
+"""EDM denoiser training (Karras et al. 2022), the teacher of lines matching
+(*Generative Lines Matching Models (Matityahu and Fattal)*), in the t-frame.
 
 EDM draws ``ln σ ~ N(P_mean, P_std²)`` and minimizes ``λ(σ) |D_θ(x1 + σ n; σ) − x1|²`` with
 ``λ(σ) = (σ² + σ_d²)/(σ σ_d)²``. Here the denoiser is the velocity model read through

@@ -8,7 +8,7 @@ With pairs ``(z, x1 = Φ(z))`` from a teacher's deterministic sampler (``data.ki
   ``sot_steps`` of EDM's 18-step σ grid);
 - ``λ``: 1 (``uniform``) or EDM's ``(σ² + σ_d²)/(σ σ_d)²`` (``edm``; f is then EDM's denoiser of the pairs);
 - ``d``: ``l2`` (mean squared error), ``huber`` (pseudo-Huber ``sqrt(|a−b|² + c²) − c``, ``c = huber_c ·
-  sqrt(dim)``) or ``lpips`` (perceptual, images in [−1, 1], from ``flowmaps.perceptual``).
+  sqrt(dim)``) or ``lpips`` (perceptual, images in [−1, 1], from ``flowmaps.core.perceptual``).
 
 Adversarial term (``adversarial: true``, after ``adv_start`` warm-up steps): a discriminator D on real data
 (the teacher's training data recorded in the pair store; ``real: x1`` uses the pairs' x1) against ``f(I_t, t)``,

@@ -121,7 +121,7 @@ class MapObjective(Objective):
         return [] if self.weight is None else list(self.weight.parameters())
 
     def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
-        """``(s, t, n_diag)`` from :func:`flowmaps.times.sample_times` with the annealed largest gap."""
+        """``(s, t, n_diag)`` from :func:`flowmaps.core.times.sample_times` with the annealed largest gap."""
         o = self.opts
         delta = max_gap(step, o.gap_start, o.anneal_steps)
         return sample_times(n, o.eta, delta, o.square, device)
