@@ -19,11 +19,16 @@ from flowmaps.pairs.store import shard_name
 NEW = ["train", "{cfg}", "--out", "{d}/new"]
 ARRAY = [*NEW, "data={{kind: array}}"]
 SAMPLE = ["sample", "{run}", "--out", "{d}/s.npy"]
+UNET_ATTN_3 = "model={{net: unet, channels: 8, mult: [1, 2], attn_resolutions: [3]}}"
 OOM = r"out of memory \(.*you tried to allocate \d+ bytes.*\); ask for a smaller model, batch or --n"
 HOSTILE = {
     # name: (command line, expected part of the one-line error); exit status 2, nothing on disk touched
     "a network too large for memory": ([*NEW, "model.width=100000000000"], OOM),
     "a sample set too large for memory": ([*SAMPLE, "--n", "100000000000"], OOM),
+    "attention at a resolution the UNet lacks": ([*NEW, "data={{kind: images, name: digits}}", UNET_ATTN_3],
+                                                 r"UNet attention at resolutions \[3\]: a 8×8 image runs at \[8, 4\]"),
+    "lines matching on toy data with a path": (["train", "{cfg}", "--out", "{d}/new", "objective.method=lmm",
+                                                "data.path=null"], r"data\.path: Extra inputs are not permitted"),
     "data that does not vary": ([*ARRAY, "data.path={d}/const.npy"],
                                 r"const\.npy: the data has standard deviation 0; training needs data that varies"),
     "NaN in a sampling grid": ([*SAMPLE, "--grid", "0,nan,1"], r"time grid must hold finite numbers"),
