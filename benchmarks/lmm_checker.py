@@ -182,7 +182,7 @@ def cmd_quality(args) -> None:
         m = runs[name].model
         for solver, label in (("map", "line (deterministic)"), ("renoise", "consistency (fresh noise)")):
             for idx in ((0,), (0, 1)):
-                s = run_sampler(m, x0, solver, edm_steps=list(idx))
+                s = run_sampler(m, x0, solver, edm_grid=list(idx))
                 add(name, label, f"EDM σ idx {','.join(map(str, idx))}", s.x, s.nfe)
             for k in (1, 2):
                 s = run_sampler(m, x0, solver, grid=constant_speed_grid(k))
