@@ -18,6 +18,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .paths import sigma_to_t, velocity_to_denoiser
+from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
@@ -116,10 +117,8 @@ def edm_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.
     """EDM's ρ-schedule ``σ_i = (σ_max^{1/ρ} + i/(N-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ``, i < N, and σ_N = 0."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    i = torch.arange(steps, dtype=torch.float64)
-    frac = i / max(steps - 1, 1)
-    sig = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    u = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    return torch.cat([karras_sigma(u, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
 
 
 def edm_grid(steps: int = 18, sigma0: float = 1.0, **kw) -> Tensor:
