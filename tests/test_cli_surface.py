@@ -2,6 +2,7 @@
 `sample` and `eval` for each model form (a velocity model is not sampled with one Euler step)."""
 
 import json
+import os
 import re
 
 import pytest
@@ -87,3 +88,19 @@ def test_info_names_the_run(runs, capsys):
     out = capsys.readouterr().out
     assert "method: lsd" in out and "steps: 4 of 4 done, 0 skipped" in out and "last metrics: step 4" in out
     assert "last evaluation (eval.md)" in out or not (runs / "flowmap" / "eval.md").exists()
+
+
+def test_quiet_waits_respects_what_the_user_set(monkeypatch):
+    from flowmaps.app.cli import quiet_waits
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    quiet_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    quiet_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    quiet_waits()
+    assert "OMP_WAIT_POLICY" not in os.environ
