@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..core.distributed import world
-from ..core.sampling import class_labels, get_solver, sample, uniform_grid
+from ..core.sampling import class_labels, from_noise, get_solver, sample
 from ..errors import ConfigError, PairStoreError
 from ..io.files import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp, sha256
 from .store import (
@@ -44,16 +44,17 @@ def pair_solver_nfe(solver: str, steps: int, form: str | None = None) -> int | N
     return s.nfe(steps)
 
 
-def teacher_sampler(model, solver: str, steps: int) -> Callable[..., tuple[Tensor, int]]:
-    """``Φ(z, label) -> (x1, nfe)`` for a loaded model: its sampler from noise z (t = 0) to data (t = 1), of class
-    ``label`` for a class-conditional model; ``edm`` starts from EDM's ``x_σmax = σ_max z/σ0`` (the data term
-    dropped, as EDM does) and runs its Heun sampler on ``steps`` σ levels."""
+def teacher_sampler(model, solver: str, steps: int, t0: float = 0.0) -> Callable[..., tuple[Tensor, int]]:
+    """``Φ(z, label) -> (x1, nfe)`` for a loaded model (a run's or a :class:`flowmaps.core.teachers.Teacher`): its
+    sampler from noise z to data (t = 1), of class ``label`` for a class-conditional model. Every solve starts at
+    the teacher's first time ``t0`` from ``α_{t0} z`` (the data term dropped, as EDM does); ``edm`` runs its Heun
+    sampler on ``steps`` σ levels from σ_max = 80 (t0 = 0) or σ(t0)."""
     pair_solver_nfe(solver, steps, model.form)
-    grid = uniform_grid(steps)
 
     @torch.no_grad()
     def phi(z: Tensor, label: Tensor | None = None) -> tuple[Tensor, int]:
-        s = sample(model, z, grid, solver=solver, label=label)
+        x, grid = from_noise(model, z, steps, t0)
+        s = sample(model, x, grid, solver=solver, label=label)
         return s.x, s.nfe
 
     return phi
@@ -99,6 +100,7 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
             "sigma0": teacher.sigma0, "dtype": "float32", "layout": "(rows, 2, *shape): [:,0]=z, [:,1]=phi(z)",
             "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
             "num_classes": teacher.num_classes, "labels": "label_i = i mod num_classes (when num_classes > 0)",
+            "guidance": teacher.identity.get("guidance", 0.0), "t0": teacher.identity.get("t0", 0.0),
             "shards": {}, "complete": False}
     lock, m, failure = None, None, None
     try:

@@ -2,8 +2,9 @@
 
 A store is a directory::
 
-    manifest.json     format, teacher identity (path, config and weight hashes, its data config), solver,
-                      steps, NFE, σ0, shape, seed, n, shard_size and, per finished shard, rows + sha256
+    manifest.json     format, teacher identity (path, config and weight hashes, its data config, its
+                      guidance scale), solver, steps, NFE, σ0, shape, seed, n, shard_size, the teacher's
+                      guidance scale and first time t0 and, per finished shard, rows + sha256
     shard-00000.npy   float32 (rows, 2, *shape): [:, 0] = z (noise, the batch's "x0"), [:, 1] = Φ(z) ("x1")
 
 Sample ``i`` lives in shard ``i // shard_size`` at row ``i % shard_size``; its noise is

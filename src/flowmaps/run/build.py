@@ -6,23 +6,23 @@ leaves a file behind for an input that cannot run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..core.models import FlowMap
 from ..core.objectives import Context, Objective, objective_class
 from ..core.paths import interpolant
+from ..core.teachers import DiffusersTeacher, Teacher, guided
 from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError
 from ..io.checkpoint import load_state
 from ..io.files import sha256
 from ..pairs.generate import PairTeacher, teacher_sampler
 from .config import RunConfig, config_diff, load_config, parse_config, read_yaml
+from .teachers import is_diffusers_folder, load_teacher
 
 CONFIG_FILE, CHECKPOINT_FILE = "config.yaml", "checkpoint.safetensors"
 
@@ -72,7 +72,7 @@ def build_model(cfg: RunConfig, source: Source, form: str) -> FlowMap:
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
     return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, form=form, time_dim=m.time_dim,
-                   max_freq=m.max_freq)
+                   max_freq=m.max_freq, null_class=m.label_embeddings > m.num_classes)
 
 
 @dataclass
@@ -85,16 +85,13 @@ class Run:
     step: int
     path: Path
     identity: dict[str, Any] = field(default_factory=dict)
+    t0: float = 0.0  # the first time of its solves: a distilled model starts where its teacher does
 
-    def velocity_field(self) -> Callable[..., Tensor]:
-        """``b(x, t, label=None)``: the model's ODE velocity as a teacher (no gradients)."""
-        model = self.model
+    def teacher(self) -> Teacher:
+        """The model's ODE velocity ``b(x, t, label=None)`` as a teacher (no gradients)."""
+        m = self.model
+        return Teacher(m.velocity, m.sigma0, self.source.shape, t0=self.t0, num_classes=m.num_classes, interp=m.interp)
 
-        def b(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
-            with torch.no_grad():
-                return model.velocity(x, t, label)
-
-        return b
 
 
 def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
@@ -128,17 +125,53 @@ def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
         raise CheckpointError(f"{path / CHECKPOINT_FILE}: weights do not match the run's config "
                               f"({str(err).splitlines()[0]})") from None
     model.eval().requires_grad_(False)
-    return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg))
+    return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg),
+               float((state.get("teacher") or {}).get("t0", 0.0)))
 
 
-def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callable[..., Tensor] | None, dict]:
-    """``(b, identity)``: the velocity ``b(x, t, label)`` a distillation objective learns from, on this run's
-    path, and what pins it (the checkpoint a resume must find again)."""
+def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Teacher | None, dict]:
+    """``(teacher, identity)``: the velocity ``b(x, t, label)`` a distillation objective learns from, on this run's
+    path (guided at ``teacher.guidance``), and what pins it (a resume must find it again)."""
     if cfg.teacher is None:
         return None, {}
-    interp = interpolant(cfg.path.interpolant)
-    if cfg.teacher.kind == "analytic":
-        return source.mixture.teacher(interp, sigma0), {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
+    opts, interp = cfg.teacher, interpolant(cfg.path.interpolant)
+    if opts.kind == "analytic":
+        mix = source.mixture
+        teacher = Teacher(mix.teacher(interp, sigma0), sigma0, source.shape, num_classes=source.num_classes,
+                          interp=interp)
+        identity = {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
+        null = True
+    elif opts.kind == "run":
+        teacher, identity, null = _run_teacher(cfg, source, sigma0, interp)
+    else:
+        if interp.name != "linear":
+            raise ConfigError(f"teacher.kind={opts.kind} is converted to the linear path: set path.interpolant=linear")
+        teacher, identity = load_teacher(opts, sigma0, source.shape, cfg.train.device)
+        null = opts.kind == "python" or opts.null_class
+        if tuple(teacher.shape) != tuple(source.shape):
+            raise ConfigError(f"teacher {identity.get('path', opts.kind)} makes data of shape {tuple(teacher.shape)}; "
+                              f"this run's data has shape {source.shape}")
+        if abs(teacher.sigma0 - sigma0) > 1e-6 * sigma0:
+            raise ConfigError(f"teacher {opts.kind} has sigma0={teacher.sigma0:.6g}; set path.sigma0 to match")
+        if teacher.num_classes and teacher.num_classes != cfg.model.num_classes:
+            raise ConfigError(f"teacher {identity.get('path', opts.kind)} is class-conditional with "
+                              f"{teacher.num_classes} classes; set model.num_classes={teacher.num_classes} "
+                              f"(this run has {cfg.model.num_classes})")
+    return guide(teacher, identity, opts.guidance, null, "teacher.guidance")
+
+
+def guide(teacher: Teacher, identity: dict, w: float, null: bool, what: str) -> tuple[Teacher, dict]:
+    """The teacher guided at scale w (:func:`flowmaps.core.teachers.guided`), its identity recording w and t0."""
+    identity = {**identity, "guidance": w, "t0": teacher.t0}
+    if not w:
+        return teacher, identity
+    if not teacher.num_classes or not null:
+        raise ConfigError(f"{what}={w:g} needs a class-conditional teacher with a null class (trained with label "
+                          "dropout: model.cond_drop; diffusers: null_class)")
+    return replace(teacher, b=guided(teacher.b, w, teacher.num_classes)), identity
+
+
+def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple[Teacher, dict, bool]:
     where = cfg.teacher.path
     run = load_run(where, device=cfg.train.device)
     if run.model.form == "endpoint":
@@ -153,22 +186,39 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callab
     if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
         raise ConfigError(f"teacher {where} is class-conditional with {run.model.num_classes} classes; "
                           f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
-    return run.velocity_field(), run.identity
+    return run.teacher(), run.identity, run.model.null_class
 
 
 def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
     """``(objective, teacher identity)`` for this config and data."""
     sigma0, _ = resolve_scales(cfg, source)
     teacher, identity = build_teacher(cfg, source, sigma0)
-    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher, source.real)
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher, source.real,
+                  teacher.t0 if teacher is not None else 0.0)
     try:
         return objective_class(cfg.objective.method)(cfg.objective, ctx), identity
     except ValueError as err:
         raise ConfigError(f"objective: {err}") from None
 
 
-def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu") -> PairTeacher:
-    """A trained run directory as a pair teacher; its identity is the config's and the weights' SHA-256."""
-    run = load_run(path, device=str(resolve_device(device)))
-    return PairTeacher(teacher_sampler(run.model, solver, steps), run.identity, run.model.sigma0, run.source.shape,
+def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu", guidance: float = 0.0,
+                 diffusers: dict | None = None, sigma0: float | None = None) -> PairTeacher:
+    """A trained run directory or a diffusers ``save_pretrained`` folder as a pair teacher, guided at scale
+    ``guidance``; its identity is the config's and the weights' SHA-256. ``diffusers``: the options of
+    :class:`flowmaps.core.teachers.DiffusersTeacher` (prediction, null_class); ``sigma0``: its base scale (1)."""
+    dev = str(resolve_device(device))
+    if is_diffusers_folder(path):
+        opts = DiffusersTeacher(path=str(path), guidance=guidance, **(diffusers or {}))
+        teacher, identity = load_teacher(opts, sigma0 or 1.0, None, dev)
+        teacher, identity = guide(teacher, identity, guidance, opts.null_class, "--guidance")
+        return PairTeacher(teacher_sampler(teacher, solver, steps, teacher.t0), identity, teacher.sigma0,
+                           teacher.shape, teacher.num_classes)
+    if diffusers or sigma0 is not None:
+        raise ConfigError(f"{path}: a flowmaps run has its own base scale and prediction; --sigma0, --prediction "
+                          "and --null-class are for diffusers folders")
+    run = load_run(path, device=dev)
+    model, identity = run.model, run.identity
+    if guidance:
+        model, identity = guide(run.teacher(), identity, guidance, run.model.null_class, "--guidance")
+    return PairTeacher(teacher_sampler(model, solver, steps, run.t0), identity, run.model.sigma0, run.source.shape,
                        run.model.num_classes)

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core import distributed
-from ..core.models import FlowMap
+from ..core.models import FlowMap, drop_labels
 from ..core.objectives import Objective
 from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError, NonFiniteError
@@ -118,6 +118,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
     lr = tc.lr * lr_factor(tc, state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    m = state.cfg.model
+    if m.cond_drop and "label" in batch:  # classifier-free guidance: train the null class ∅ as well
+        batch = {**batch, "label": drop_labels(batch["label"], m.cond_drop, m.num_classes)}
     amp = torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
     with amp:
         out = state.objective.loss(state.model, batch, state.step)
@@ -194,7 +197,8 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
             "objective": state.objective.state_dict(), "teacher": state.teacher, "config": dump_config(state.cfg)}
 
 
-PINNED = ("kind", "config_sha256", "checkpoint_sha256")  # what of a teacher's identity a resume must find again
+PINNED = ("kind", "config_sha256", "checkpoint_sha256", "files", "target", "options", "file_sha256",
+          "guidance")  # what of a teacher's identity a resume must find again
 
 
 def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:

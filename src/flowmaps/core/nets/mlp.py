@@ -21,7 +21,7 @@ class MLPOptions(ModelOptions):
     act: Literal["gelu", "silu", "relu"] = "gelu"
 
     def build(self, shape: tuple[int, ...], emb_dim: int) -> MLP:
-        return MLP(math.prod(shape), emb_dim, self.width, self.depth, self.num_classes, self.act)
+        return MLP(math.prod(shape), emb_dim, self.width, self.depth, self.label_embeddings, self.act)
 
 
 class MLP(nn.Module):
