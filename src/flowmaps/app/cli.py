@@ -131,25 +131,32 @@ def cmd_pairs(args) -> None:
 
     resolve_device(args.device)
     distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
-    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device)
+    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device, guidance=args.guidance,
+                           diffusers=_diffusers_options(args), sigma0=args.sigma0)
     m = generate_pairs(teacher, args.n, out, seed=args.seed, solver=args.solver, steps=args.steps,
                        shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
                        progress=not args.quiet)
     state = "complete" if m["complete"] else "incomplete"
     if distributed.world()[0] == 0:
-        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {out}")
+        guided = f", guidance {args.guidance:g}" if args.guidance else ""
+        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}{guided}) in {len(m['shards'])} shards, {state} -> {out}")
 
 
-def _sampling(run, args):
+def _diffusers_options(args) -> dict:
+    """The diffusers teacher's options given on the command line (prediction, null_class)."""
+    return {k: v for k, v in (("prediction", args.prediction), ("null_class", args.null_class)) if v}
+
+
+def _sampling(model, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
     from ..core.sampling import DEFAULT_SOLVERS, class_labels, get_solver
 
     solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
-        list(DEFAULT_SOLVERS[run.model.form][:1])
+        list(DEFAULT_SOLVERS[model.form][:1])
     try:
         for name in solvers:
-            get_solver(name, run.model.form)
-        label = class_labels(run.model.num_classes, args.n, getattr(args, "cls", None))
+            get_solver(name, model.form)
+        label = class_labels(model.num_classes, args.n, getattr(args, "cls", None))
     except ValueError as err:
         raise ConfigError(f"{args.run}: {err}") from None
     return solvers, label
@@ -157,25 +164,25 @@ def _sampling(run, args):
 
 def cmd_sample(args) -> None:
     from ..core.sampling import noise
-    from ..run.build import load_run
+    from ..run.build import load_run, open_teacher
     from .evaluate import run_sampler
 
     out = _output_file(Path(args.out), (".npy", ".png"), args.force)
-    run = load_run(args.run)
-    solvers, label = _sampling(run, args)
+    model, teacher, _ = open_teacher(args.run, args.guidance, _diffusers_options(args), args.sigma0)
+    solvers, label = _sampling(model, args)
     if len(solvers) != 1:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
-    x0 = noise(args.n, run.source.shape, run.model.sigma0, args.seed)
-    s = run_sampler(run.model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
-                    label=label)
+    x0 = noise(args.n, teacher.shape, teacher.sigma0, args.seed)
+    s = run_sampler(model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
+                    label=label, t0=teacher.t0)
     if out.suffix == ".npy":
         from ..io.arrays import save_array
 
         save_array(out, s.x)
-    elif len(run.source.shape) == 1 and run.source.shape[0] == 2:
+    elif len(teacher.shape) == 1 and teacher.shape[0] == 2:
         from .plots import scatter_panels
 
-        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, run.source.bounds)
+        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, load_run(args.run).source.bounds)
     else:
         from .plots import image_grid
 
@@ -190,9 +197,9 @@ def cmd_eval(args) -> None:
     run = load_run(args.run)
     e = run.cfg.eval
     args.n = args.n or e.n
-    solvers = _sampling(run, args)[0] if args.solver else None
+    solvers = _sampling(run.model, args)[0] if args.solver else None
     rows = evaluate(run.model, run.source, args.steps or e.steps, args.n, e.seed, solvers, bins=e.bins,
-                    features=e.features)
+                    features=e.features, t0=run.t0)
     save_rows(run.path / "eval", rows)
     print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
 
@@ -207,6 +214,30 @@ def _solver_help() -> str:
     from ..core.sampling import SOLVERS
 
     return "; ".join(f"{s.name}: {s.help}" for s in SOLVERS.values())
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _teacher_options(p: argparse.ArgumentParser) -> None:
+    """The teacher's options of ``pairs`` and ``sample`` (the keys of a config's teacher section)."""
+    from ..core.frames import PREDICTIONS
+
+    p.add_argument("--guidance", type=_non_negative, default=0.0, help="classifier-free guidance scale w: "
+                   "b_w = (1 + w) b(x,t|k) - w b(x,t|null); a class-conditional velocity run trained with "
+                   "model.cond_drop, or a diffusers model with --null-class")
+    p.add_argument("--prediction", choices=PREDICTIONS, help="diffusers folders: what the network predicts "
+                   "(default: the scheduler config's prediction_type)")
+    p.add_argument("--null-class", action="store_true", help="diffusers folders: the last class embedding is "
+                   "the unconditional one (trained with label dropout)")
+    p.add_argument("--sigma0", type=float, help="diffusers folders: the base scale of the noise x0 (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
-    pr.add_argument("teacher", help="teacher run directory")
+    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run or a diffusers model into a pair store")
+    pr.add_argument("teacher", help="teacher: a run directory or a diffusers save_pretrained folder")
     pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
     pr.add_argument("--out", required=True,
                     help="store directory (created, or resumed if it holds this teacher's pairs)")
@@ -239,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _teacher_options(pr)
     pr.set_defaults(func=cmd_pairs)
 
-    s = sub.add_parser("sample", help="draw samples from a run")
-    s.add_argument("run")
+    s = sub.add_parser("sample", help="draw samples from a run or a diffusers model")
+    s.add_argument("run", help="a run directory or a diffusers save_pretrained folder")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--steps", type=_positive, default=1, help="number of steps on a uniform grid (default 1)")
     how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
@@ -256,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every class equally often, label_i = i mod classes)")
     s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _teacher_options(s)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")

@@ -201,24 +201,34 @@ def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
         raise ConfigError(f"objective: {err}") from None
 
 
-def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu", guidance: float = 0.0,
-                 diffusers: dict | None = None, sigma0: float | None = None) -> PairTeacher:
-    """A trained run directory or a diffusers ``save_pretrained`` folder as a pair teacher, guided at scale
-    ``guidance``; its identity is the config's and the weights' SHA-256. ``diffusers``: the options of
+def open_teacher(path: str | Path, guidance: float = 0.0, diffusers: dict | None = None, sigma0: float | None = None,
+                 device: str = "cpu") -> tuple[Any, Teacher, dict]:
+    """``(model, teacher, identity)`` of a trained run directory or a diffusers ``save_pretrained`` folder, guided
+    at scale ``guidance``: ``model`` is what a sampler runs (the run's own model unless guided, else the teacher),
+    ``teacher`` its velocity with σ0, shape, first time and classes. ``diffusers``: the options of
     :class:`flowmaps.core.teachers.DiffusersTeacher` (prediction, null_class); ``sigma0``: its base scale (1)."""
     dev = str(resolve_device(device))
     if is_diffusers_folder(path):
         opts = DiffusersTeacher(path=str(path), guidance=guidance, **(diffusers or {}))
         teacher, identity = load_teacher(opts, sigma0 or 1.0, None, dev)
         teacher, identity = guide(teacher, identity, guidance, opts.null_class, "--guidance")
-        return PairTeacher(teacher_sampler(teacher, solver, steps, teacher.t0), identity, teacher.sigma0,
-                           teacher.shape, teacher.num_classes)
+        return teacher, teacher, identity
     if diffusers or sigma0 is not None:
         raise ConfigError(f"{path}: a flowmaps run has its own base scale and prediction; --sigma0, --prediction "
                           "and --null-class are for diffusers folders")
     run = load_run(path, device=dev)
-    model, identity = run.model, run.identity
-    if guidance:
-        model, identity = guide(run.teacher(), identity, guidance, run.model.null_class, "--guidance")
-    return PairTeacher(teacher_sampler(model, solver, steps, run.t0), identity, run.model.sigma0, run.source.shape,
-                       run.model.num_classes)
+    if not guidance:
+        return run.model, run.teacher(), run.identity
+    if run.model.form != "velocity":
+        raise ConfigError(f"{path}: --guidance samples velocity models; this run is a {run.model.form} model")
+    teacher, identity = guide(run.teacher(), run.identity, guidance, run.model.null_class, "--guidance")
+    return teacher, teacher, identity
+
+
+def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu", guidance: float = 0.0,
+                 diffusers: dict | None = None, sigma0: float | None = None) -> PairTeacher:
+    """A trained run directory or a diffusers folder (see :func:`open_teacher`) as a pair teacher; its identity
+    is the config's and the weights' SHA-256 (and the guidance scale)."""
+    model, teacher, identity = open_teacher(path, guidance, diffusers, sigma0, device)
+    return PairTeacher(teacher_sampler(model, solver, steps, teacher.t0), identity, teacher.sigma0, teacher.shape,
+                       teacher.num_classes)
