@@ -45,7 +45,8 @@ from pathlib import Path
 
 from flowmaps.errors import CheckpointError
 from flowmaps.io.checkpoint import load_state, state_diff
-from flowmaps.pairs.store import read_manifest, verify_store
+from flowmaps.io.shards import read_manifest
+from flowmaps.pairs.store import verify_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "checker_fm.yaml"

@@ -8,7 +8,7 @@
   ``FAULT_KILL_AT_STEP=K`` in the environment, the process sends itself SIGKILL inside step K + 1, once steps
   1 … K are done and logged: a kill at an exact point, with no race against a fast training loop.
 
-With ``FAULT_SLOW_WRITE=SECONDS`` in the environment, every pair shard's temporary file stays unrenamed that
+With ``FAULT_SLOW_WRITE=SECONDS`` in the environment, every shard file's temporary file stays unrenamed that
 long, so a test can kill ``flowmaps pairs`` inside the atomic write.
 """
 
@@ -68,15 +68,15 @@ for name, cls in {"nan_fm": NanFM, "critic_fm": CriticFM}.items():
     register(name, cls)
 
 if os.environ.get("FAULT_SLOW_WRITE"):
-    import flowmaps.pairs.generate as generate
+    import flowmaps.io.shards as shards
 
-    _save = generate.save_shard
+    _save = shards.save_array_file
 
     def _slow_save(path, rows):
         _save(path, rows)
         time.sleep(float(os.environ["FAULT_SLOW_WRITE"]))
 
-    generate.save_shard = _slow_save
+    shards.save_array_file = _slow_save
 
 if __name__ == "__main__":
     from flowmaps.app.cli import main

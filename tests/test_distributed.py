@@ -14,8 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from flowmaps.core.objectives import registry
+from flowmaps.io.shards import read_manifest
 from flowmaps.pairs.generate import generate_pairs
-from flowmaps.pairs.store import read_manifest, verify_store
+from flowmaps.pairs.store import verify_store
 from flowmaps.run.build import pair_teacher
 from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train

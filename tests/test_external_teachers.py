@@ -93,7 +93,7 @@ def test_pairs_and_samples_from_a_diffusers_folder_guided(folder, tmp_path, caps
     assert m["t0"] == pytest.approx(VPSchedule(diffusers.DDPMScheduler().alphas_cumprod).t0)
     # the stored endpoint is the guided Euler solve from α_{t0} z at t0
     teacher, _, _ = open_teacher(folder, 1.5, {"null_class": True})
-    z, x1 = PairStore(out).get(torch.arange(6))
+    z, x1 = PairStore(out).pairs(torch.arange(6))
     label = torch.arange(6) % 10
     x, grid = from_noise(teacher, z, 3, teacher.t0)
     assert float(grid[0]) == pytest.approx(teacher.t0)
@@ -102,7 +102,7 @@ def test_pairs_and_samples_from_a_diffusers_folder_guided(folder, tmp_path, caps
     assert not torch.allclose(sample(plain, x, grid, "euler", label).x, x1, atol=1e-3)
     # the same store at another scale is another teacher: refused
     assert cli_main(args[:-3] + ["--guidance", "0", "--quiet"]) == 2
-    assert "made by another teacher (differs in guidance)" in capsys.readouterr().err
+    assert "was made with guidance=1.5, this run asks guidance=0.0" in capsys.readouterr().err
     # sampling the folder itself, guided, 2 steps of EDM's Heun from σ(t0)
     npy = tmp_path / "s.npy"
     assert cli_main(["sample", str(folder), "--null-class", "--guidance", "1.5", "--solver", "edm", "--steps", "2",

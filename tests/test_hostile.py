@@ -14,7 +14,7 @@ import yaml
 
 from clitools import TINY, cli, error_line, forked_cli, snapshot
 from flowmaps.io.checkpoint import load_state, state_diff
-from flowmaps.pairs.store import shard_name
+from flowmaps.io.shards import shard_file
 
 NEW = ["train", "{cfg}", "--out", "{d}/new"]
 ARRAY = [*NEW, "data={{kind: array}}"]
@@ -89,7 +89,7 @@ def test_a_corrupt_or_non_finite_pair_shard_is_refused_naming_it(tmp_path, fm_ru
     store = _store(tmp_path, fm_run)
     args = ["train", tiny_cfg, "--quiet", f"data={{kind: pairs, path: {store}}}", "train.steps=2"]
     assert forked_cli(*args, "--out", tmp_path / "ok").returncode == 0
-    shard = store / shard_name(1)
+    shard = store / shard_file(1, "x1")
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0x10
     shard.write_bytes(bytes(data))
@@ -98,14 +98,14 @@ def test_a_corrupt_or_non_finite_pair_shard_is_refused_naming_it(tmp_path, fm_ru
     assert r.returncode == 2 and re.search(rf"{re.escape(str(shard))}: sha256 mismatch \(corrupt\)", error_line(r))
     assert snapshot(tmp_path) == before
     rows = np.load(shard)
-    rows[3, 1, 0] = np.nan
+    rows[3, 0] = np.nan
     np.save(shard, rows)
     manifest = store / "manifest.json"
     import hashlib
     import json
 
     m = json.loads(manifest.read_text())
-    m["shards"]["1"]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    m["shards"]["1"]["sha256"]["x1"] = hashlib.sha256(shard.read_bytes()).hexdigest()
     manifest.write_text(json.dumps(m))
     r = forked_cli(*args, "--out", tmp_path / "b")
     assert r.returncode == 2 and re.search(rf"{re.escape(str(shard))}: holds non-finite values", error_line(r))

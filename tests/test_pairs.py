@@ -11,9 +11,10 @@ from flowmaps.core.sampling import edm_grid
 from flowmaps.core.teachers import GaussianMixture
 from flowmaps.data import build_source
 from flowmaps.data.sources import GMMData
-from flowmaps.errors import PairStoreError
+from flowmaps.errors import StoreError
+from flowmaps.io.shards import read_manifest, shard_file
 from flowmaps.pairs.generate import PairTeacher, generate_pairs, pair_solver_nfe
-from flowmaps.pairs.store import PairStore, indexed_noise, read_manifest, shard_name, verify_store
+from flowmaps.pairs.store import PairStore, indexed_noise, verify_store
 from flowmaps.run.config import parse_config
 
 MIX = GaussianMixture.random(2, components=4, std=0.2, radius=1.0, seed=3)
@@ -37,7 +38,7 @@ def test_round_trip_and_noise_from_seeds(tmp_path):
     assert m["complete"] and len(m["shards"]) == 3 and m["n"] == 70
     store = PairStore(tmp_path / "s")
     idx = torch.tensor([69, 0, 33, 33, 5])
-    z, x1 = store.get(idx)
+    z, x1 = store.pairs(idx)
     assert torch.equal(z, indexed_noise(5, idx.tolist(), (2,), SIGMA0))
     ref = MIX.flow_map(z, torch.zeros(5), torch.ones(5), sigma0=SIGMA0, rtol=1e-7, atol=1e-8)
     assert torch.allclose(x1, ref, atol=1e-5)
@@ -49,15 +50,15 @@ def test_resume_after_interruption_gives_the_same_store(tmp_path):
     generate_pairs(gmm_teacher(), 50, tmp_path / "full", **kw)
     part = generate_pairs(gmm_teacher(), 50, tmp_path / "cut", stop_after=2, **kw)
     assert not part["complete"] and len(part["shards"]) == 2
-    with pytest.raises(PairStoreError, match="incomplete"):
+    with pytest.raises(StoreError, match="incomplete"):
         PairStore(tmp_path / "cut")
-    (tmp_path / "cut" / shard_name(2)).write_bytes(b"half-written junk")  # a shard the manifest does not list
+    (tmp_path / "cut" / shard_file(2, "x1")).write_bytes(b"half-written junk")  # a shard the manifest does not list
     m = generate_pairs(gmm_teacher(), 50, tmp_path / "cut", **kw)
     assert m["complete"]
     a, b = PairStore(tmp_path / "full"), PairStore(tmp_path / "cut")
     idx = torch.arange(50)
-    za, xa = a.get(idx)
-    zb, xb = b.get(idx)
+    za, xa = a.pairs(idx)
+    zb, xb = b.pairs(idx)
     assert torch.equal(za, zb) and torch.equal(xa, xb)
     assert len({tuple(r) for r in zb.tolist()}) == 50  # exactly N distinct samples
     assert sum(e["rows"] for e in m["shards"].values()) == 50
@@ -66,28 +67,28 @@ def test_resume_after_interruption_gives_the_same_store(tmp_path):
 def test_corrupt_shard_is_named_and_repaired(tmp_path):
     kw = dict(seed=0, solver="adaptive", shard_size=16, batch_size=16, progress=False)
     generate_pairs(gmm_teacher(), 40, tmp_path / "s", **kw)
-    good = PairStore(tmp_path / "s").get(torch.arange(40))
-    path = tmp_path / "s" / shard_name(1)
+    good = PairStore(tmp_path / "s").pairs(torch.arange(40))
+    path = tmp_path / "s" / shard_file(1, "x1")
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 0xFF
     path.write_bytes(bytes(raw))
     assert list(verify_store(tmp_path / "s")) == [1]
-    with pytest.raises(PairStoreError, match=r"shard-00001\.npy \(sha256"):
+    with pytest.raises(StoreError, match=r"shard-00001\.x1\.npy \(sha256"):
         generate_pairs(gmm_teacher(), 40, tmp_path / "s", **kw)
-    (tmp_path / "s" / shard_name(2)).write_bytes(path.read_bytes()[:40])  # truncated
+    (tmp_path / "s" / shard_file(2, "x1")).write_bytes(path.read_bytes()[:40])  # truncated
     assert sorted(verify_store(tmp_path / "s")) == [1, 2]
     generate_pairs(gmm_teacher(), 40, tmp_path / "s", repair=True, **kw)
     assert verify_store(tmp_path / "s") == {}
-    again = PairStore(tmp_path / "s").get(torch.arange(40))
+    again = PairStore(tmp_path / "s").pairs(torch.arange(40))
     assert torch.equal(good[0], again[0]) and torch.equal(good[1], again[1])
 
 
 def test_other_teacher_or_settings_refused(tmp_path):
     kw = dict(seed=0, solver="adaptive", shard_size=16, batch_size=16, progress=False)
     generate_pairs(gmm_teacher("a"), 20, tmp_path / "s", stop_after=1, **kw)
-    with pytest.raises(PairStoreError, match="another teacher"):
+    with pytest.raises(StoreError, match="another teacher"):
         generate_pairs(gmm_teacher("b"), 20, tmp_path / "s", **kw)
-    with pytest.raises(PairStoreError, match="seed=0"):
+    with pytest.raises(StoreError, match="seed=0"):
         generate_pairs(gmm_teacher("a"), 20, tmp_path / "s", **{**kw, "seed": 1})
 
 
@@ -98,7 +99,7 @@ def test_pair_source_batches_and_real_data(tmp_path):
     b = src.sample(10)
     assert set(b) == {"x0", "x1"} and b["x0"].shape == (10, 2)
     store = PairStore(tmp_path / "s")
-    z, x1 = store.get(torch.arange(64))
+    z, x1 = store.pairs(torch.arange(64))
     rows = {tuple(r) for r in torch.cat([z, x1], 1).tolist()}
     assert all(tuple(r) in rows for r in torch.cat([b["x0"], b["x1"]], 1).tolist())  # real pairs, not re-paired
     assert src.real(5).shape == (5, 2) and src.mixture is not None
@@ -126,9 +127,9 @@ def test_cli_pairs_from_a_trained_run(tmp_path, capsys):
     assert m["nfe"] == 35 and m["complete"] and m["teacher"]["kind"] == "run"
     assert len(m["teacher"]["config_sha256"]) == 64
     assert main(["pairs", str(tmp_path / "teacher"), "--out", str(out), "--verify"]) == 0
-    np.save(out / shard_name(0), np.zeros((16, 2, 2), np.float32))  # same shape, wrong content
+    np.save(out / shard_file(0, "x1"), np.zeros((16, 2), np.float32))  # same shape, wrong content
     assert main(["pairs", str(tmp_path / "teacher"), "--n", "40", "--out", str(out), "--quiet"]) == 2
-    assert "shard-00000.npy" in capsys.readouterr().err
+    assert "shard-00000.x1.npy" in capsys.readouterr().err
     assert main(["pairs", str(tmp_path / "teacher"), "--n", "40", "--out", str(out), "--quiet", "--repair"]) == 0
     json.loads((out / "manifest.json").read_text())
     # training reads the store: 2-rectified flow on the pairs runs

@@ -25,7 +25,8 @@ from clitools import ROOT, ckpt_step, cli, error_line, forked_cli, launch, metri
 from flowmaps.errors import CheckpointError
 from flowmaps.io.checkpoint import load_state, save_state, state_diff
 from flowmaps.io.files import lock_folder
-from flowmaps.pairs.store import read_manifest, verify_store
+from flowmaps.io.shards import read_manifest
+from flowmaps.pairs.store import verify_store
 from flowmaps.run.config import dump_config, parse_config
 
 # ----- kill -9 and resume ----------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ class CheckpointError(FlowmapsError):
     """A checkpoint that is missing, corrupt, unsafe, or does not fit the run."""
 
 
-class PairStoreError(FlowmapsError):
-    """A pair store that is missing, corrupt, incomplete or made by another teacher."""
+class StoreError(FlowmapsError):
+    """A store on disk (teacher pairs, prepared images, latents) that is missing, corrupt, incomplete or made by
+    something else than asked."""
 
 
 class BusyError(FlowmapsError):

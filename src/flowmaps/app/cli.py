@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, FlowmapsError, PairStoreError
+from ..errors import ConfigError, FlowmapsError, StoreError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,8 +112,9 @@ def cmd_train(args) -> None:
 
 def cmd_pairs(args) -> None:
     from ..core import distributed
+    from ..io.shards import describe
     from ..pairs.generate import generate_pairs
-    from ..pairs.store import shard_name, verify_store
+    from ..pairs.store import verify_store
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -121,8 +122,7 @@ def cmd_pairs(args) -> None:
     if args.verify:
         bad = verify_store(out, full=True, check_noise=True)
         if bad:
-            names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
-            raise PairStoreError(f"{out}: damaged shards: {names}; rerun with --repair to regenerate them")
+            raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
         print(f"{out}: every shard matches its sha256 and its noise seeds")
         return
     if args.n is None:

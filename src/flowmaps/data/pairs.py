@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from ..core.options import Options
-from ..errors import PairStoreError
+from ..errors import StoreError
 from ..pairs.store import PairStore
 from .sources import Source
 
@@ -25,12 +25,12 @@ class PairSource(Source):
         self.shape, self.num_classes = store.shape, store.num_classes
         self.name, self.sigma0 = f"pairs:{store.root}", float(store.manifest["sigma0"])
         probe = torch.randperm(len(store), generator=torch.Generator().manual_seed(0))[:20_000]
-        self.sigma_data = float(store.get(probe)[1].std())
+        self.sigma_data = float(store.pairs(probe)[1].std())
         if teacher_data is not None:
             self.bounds, self.mixture = teacher_data.bounds, teacher_data.mixture
 
     def _rows(self, idx: Tensor) -> dict[str, Tensor]:
-        z, x1 = self.store.get(idx)
+        z, x1 = self.store.pairs(idx)
         return {"x0": z, "x1": x1, "label": idx % self.num_classes} if self.num_classes else {"x0": z, "x1": x1}
 
     def sample(self, n: int) -> dict[str, Tensor]:
@@ -57,6 +57,6 @@ class PairsData(Options):
         try:
             teacher_data = nested(data) if data else None
         except ValidationError as err:
-            raise PairStoreError(f"{self.path}: the manifest's teacher data is not a data section this flowmaps "
+            raise StoreError(f"{self.path}: the manifest's teacher data is not a data section this flowmaps "
                                  f"reads ({err.errors()[0]['msg']})") from None
         return PairSource(store, teacher_data)

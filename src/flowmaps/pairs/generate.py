@@ -1,5 +1,5 @@
 """Pair generation: a teacher's sampler Φ pushes per-index noise ``z_i`` to ``Φ(z_i)``, shard by shard, into a
-store (see :mod:`flowmaps.pairs.store` for the format), over one process or several."""
+pair store (:mod:`flowmaps.pairs.store`), over one process or several."""
 
 from __future__ import annotations
 
@@ -16,19 +16,9 @@ from tqdm import tqdm
 
 from ..core.distributed import world
 from ..core.sampling import class_labels, from_noise, get_solver, sample
-from ..errors import ConfigError, PairStoreError
-from ..io.files import LOCK_FILE, atomic_write, is_temp_file, lock_folder, remove_stale_temp, sha256
-from .store import (
-    FORMAT,
-    MANIFEST,
-    check_manifest,
-    indexed_noise,
-    read_manifest,
-    save_shard,
-    shard_name,
-    verify_store,
-    write_manifest,
-)
+from ..errors import ConfigError, StoreError
+from ..io.shards import MANIFEST, open_for_writing, read_manifest, shard_count, write_manifest, write_shard
+from .store import KIND, indexed_noise, pair_manifest
 
 
 def pair_solver_nfe(solver: str, steps: int, form: str | None = None) -> int | None:
@@ -91,29 +81,25 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
     rank, _size = world()
     root = Path(out)
     if shard_size is None:
-        shard_size = read_manifest(root)["shard_size"] if (root / MANIFEST).exists() else 65_536
+        shard_size = read_manifest(root, KIND)["shard_size"] if (root / MANIFEST).exists() else 65_536
     if n < 1 or shard_size < 1 or batch_size < 1:
         raise ConfigError(f"n, shard_size and batch_size must be >= 1 (got {n}, {shard_size}, {batch_size})")
-    nfe = pair_solver_nfe(solver, steps)
-    want = {"format": FORMAT, "teacher": teacher.identity, "solver": solver, "steps": steps, "nfe": nfe,
-            "seed": seed, "n": n, "shard_size": shard_size, "shape": list(teacher.shape),
-            "sigma0": teacher.sigma0, "dtype": "float32", "layout": "(rows, 2, *shape): [:,0]=z, [:,1]=phi(z)",
-            "noise": "z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
-            "num_classes": teacher.num_classes, "labels": "label_i = i mod num_classes (when num_classes > 0)",
-            "guidance": teacher.identity.get("guidance", 0.0), "t0": teacher.identity.get("t0", 0.0),
-            "shards": {}, "complete": False}
+    want = pair_manifest(n, shard_size, teacher.shape, teacher=teacher.identity, solver=solver, steps=steps,
+                         nfe=pair_solver_nfe(solver, steps), seed=seed, sigma0=teacher.sigma0,
+                         num_classes=teacher.num_classes, guidance=teacher.identity.get("guidance", 0.0),
+                         t0=teacher.identity.get("t0", 0.0))
     lock, m, failure = None, None, None
     try:
         if rank == 0:
             try:
-                lock, m = _open_store(root, want, repair)
+                lock, m = open_for_writing(root, want, repair)
             except Exception as err:
                 failure = err
         m, message = _share((m, None if failure is None else str(failure)))
         if failure is not None:
             raise failure
         if message is not None:
-            raise PairStoreError(message)
+            raise StoreError(message)
         m = _generate(teacher, n, root, m, shard_size, batch_size, progress and rank == 0, stop_after)
         return _share(m)
     finally:
@@ -137,40 +123,11 @@ def _share(obj: Any, gather: bool = False) -> Any:
     return box[0]
 
 
-def _open_store(root: Path, want: dict, repair: bool) -> tuple[Any, dict[str, Any]]:
-    """Create or reopen the store under its lock: ``(lock, manifest)`` with damaged shards dropped (``repair``)."""
-    if root.exists() and not (root / MANIFEST).exists() and any(
-            p.name != LOCK_FILE and not is_temp_file(p) for p in root.iterdir()):
-        raise PairStoreError(f"{root}: exists and is not a pair store; choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
-    lock = lock_folder(root, "another process is writing this pair store")
-    try:
-        remove_stale_temp(root)  # left by a write that was killed
-        if (root / MANIFEST).exists():
-            m = read_manifest(root)
-            check_manifest(m, want, root)
-            bad = verify_store(root, full=True)
-            if bad and not repair:
-                names = ", ".join(f"{shard_name(k)} ({why})" for k, why in sorted(bad.items()))
-                raise PairStoreError(f"{root}: damaged shards: {names}; rerun with --repair to regenerate them")
-            for k in bad:
-                del m["shards"][str(k)]
-                m["complete"] = False
-        else:
-            m = want
-            write_manifest(root, m)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    return lock, m
-
-
 def _generate(teacher: PairTeacher, n: int, root: Path, m: dict, shard_size: int, batch_size: int, progress: bool,
               stop_after: int | None) -> dict[str, Any]:
     """Make the shards the manifest ``m`` lacks, split over the ranks; rank 0 records each round of them."""
     rank, size = world()
-    count = -(-n // shard_size)
+    count = shard_count(m)
     todo = [k for k in range(count) if str(k) not in m["shards"]]
     mine, rounds = todo[rank::size], -(-len(todo) // size)
     if stop_after is not None:
@@ -191,7 +148,7 @@ def _generate(teacher: PairTeacher, n: int, root: Path, m: dict, shard_size: int
         made = _share(entry, gather=True)
         failed = [e for e in made if isinstance(e, str)]
         if failed:
-            raise PairStoreError(failed[0])
+            raise StoreError(failed[0])
         for r, e in enumerate(made):
             if e is not None:
                 m["shards"][str(e[0])] = e[1]
@@ -211,19 +168,18 @@ def _make_shard(teacher: PairTeacher, root: Path, seed: int, k: int, n: int, sha
     """Shard ``k``: pairs ``k·shard_size …`` in teacher batches, written atomically; ``(k, manifest entry)``."""
     start, stop = k * shard_size, min((k + 1) * shard_size, n)
     t_start = time.perf_counter()
-    rows = np.empty((stop - start, 2, *teacher.shape), dtype=np.float32)
+    z_rows = np.empty((stop - start, *teacher.shape), dtype=np.float32)
+    x1_rows = np.empty_like(z_rows)
     for a in range(start, stop, batch_size):
         b = min(a + batch_size, stop)
         z = indexed_noise(seed, range(a, b), teacher.shape, teacher.sigma0)
         x1, used = teacher.phi(z, class_labels(teacher.num_classes, b - a, start=a))
         if not torch.isfinite(x1).all():
-            raise PairStoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
-        rows[a - start: b - start, 0] = z.numpy()
-        rows[a - start: b - start, 1] = x1.detach().float().cpu().numpy()
+            raise StoreError(f"teacher produced non-finite samples for indices {a}..{b - 1}")
+        z_rows[a - start: b - start] = z.numpy()
+        x1_rows[a - start: b - start] = x1.detach().float().cpu().numpy()
         bar.update(b - a)
         bar.set_postfix(samples_s=f"{(b - start) / (time.perf_counter() - t_start):.0f}", nfe=used)
-    path = root / shard_name(k)
-    atomic_write(path, lambda tmp: save_shard(tmp, rows))
-    return k, {"file": shard_name(k), "start": start, "rows": stop - start, "sha256": sha256(path)}
+    return k, write_shard(root, k, start, {"z": z_rows, "x1": x1_rows})
 
 
