@@ -227,3 +227,47 @@ def test_label_dropout_trains_a_guidable_velocity(tmp_path, capsys):
     with pytest.raises(ConfigError, match="model.cond_drop trains a class-conditional model without a teacher"):
         parse_config({**tree, "model": {**tree["model"], "num_classes": 0}})
     assert "guidance" not in json.dumps(load_run(run).identity)
+
+
+def test_encode_train_and_decode_latents(tmp_path, tiny_cfg, capsys):
+    """`flowmaps encode` with a tiny AutoencoderKL: a resumable latent store equal to c · mean(E(x)); training on
+    it; `sample` decodes the model's latents into images."""
+    import yaml
+
+    from flowmaps.data import build_source
+    from flowmaps.data.latents import KIND, encode_store
+    from flowmaps.io.shards import ShardReader
+    from flowmaps.run.autoencoders import load_autoencoder
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8),
+                                  latent_channels=2, norm_num_groups=8, sample_size=8, scaling_factor=0.5)
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = tmp_path / "digits.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"kind": "images", "name": "digits"}}))
+    store = tmp_path / "latents"
+    assert cli_main(["encode", str(cfg), "--vae", str(tmp_path / "vae"), "--out", str(store), "--shard-size", "500",
+                     "--quiet"]) == 0
+    assert "1438 images (1, 8, 8) -> latents (2, 4, 4) in 3 shards" in capsys.readouterr().out
+    reader = ShardReader(store, KIND)
+    images = build_source({"kind": "images", "name": "digits"})
+    with torch.no_grad():
+        want = 0.5 * vae.encode(images.x[700:710]).latent_dist.mean
+    rows = reader.get(np.arange(700, 710))
+    assert torch.allclose(torch.from_numpy(rows["x1"]), want, atol=1e-5)
+    assert torch.equal(torch.from_numpy(rows["label"]), images.labels[700:710])
+    encode, _, identity = load_autoencoder(tmp_path / "vae")  # an interrupted store resumes to the same bytes
+    about = {"autoencoder": identity, "data": reader.manifest["data"]}
+    part = encode_store(encode, images.x, images.labels, tmp_path / "cut", about, 500, progress=False, stop_after=1)
+    assert not part["complete"]
+    done = encode_store(encode, images.x, images.labels, tmp_path / "cut", about, 500, progress=False)
+    assert done["shards"] == reader.manifest["shards"]
+    run = tmp_path / "latent_fm"
+    assert cli_main(["train", str(tiny_cfg), "--out", str(run), "--quiet", "train.steps=3", "train.ckpt_every=3",
+                     f"data={{kind: latents, path: {store}}}", "model.num_classes=10"]) == 0
+    assert cli_main(["sample", str(run), "--steps", "2", "--n", "5", "--class", "3", "--out",
+                     str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (5, 1, 8, 8)  # decoded images, not latents
+    assert cli_main(["encode", str(cfg), "--vae", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"autoencoder {tmp_path / 'nowhere'}: no such folder")

@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | pairs | sample | eval | demo``.
+"""Command line: ``flowmaps train | pairs | sample | eval | encode | demo``.
 
 Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
 failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
@@ -147,6 +147,46 @@ def _diffusers_options(args) -> dict:
     return {k: v for k, v in (("prediction", args.prediction), ("null_class", args.null_class)) if v}
 
 
+def cmd_encode(args) -> None:
+    from ..data import build_source
+    from ..data.latents import encode_store
+    from ..run.autoencoders import load_autoencoder
+    from ..run.build import resolve_device
+    from ..run.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.data.kind != "images":
+        raise ConfigError(f"{args.config}: flowmaps encode encodes images (data.kind=images), not data.kind="
+                          f"{cfg.data.kind}")
+    resolve_device(args.device)
+    source = build_source(cfg.data)
+    encode, _, identity = load_autoencoder(args.vae, args.device)
+    channels = source.shape[0]
+    try:
+        encode(source.x[:1])
+    except RuntimeError as err:
+        raise ConfigError(f"{args.vae}: cannot encode {channels}-channel images of shape {source.shape} "
+                          f"({str(err).splitlines()[0][:120]})") from None
+    m = encode_store(encode, source.x, source.labels, args.out, {"autoencoder": identity,
+                     "data": cfg.data.model_dump(mode="json")}, args.shard_size, args.batch_size, args.repair,
+                     not args.quiet)
+    shape = tuple(m["fields"]["x1"]["shape"])
+    print(f"{m['n']} images {source.shape} -> latents {shape} in {len(m['shards'])} shards -> {args.out}")
+
+
+def _decoder(path: str):
+    """The autoencoder's decoder when ``path`` is a run trained on latents, else None."""
+    from ..io.shards import read_manifest
+    from ..run.autoencoders import decoder_of
+    from ..run.build import CONFIG_FILE
+    from ..run.config import load_config
+
+    if not (Path(path) / CONFIG_FILE).is_file():
+        return None
+    data = load_config(Path(path) / CONFIG_FILE).data
+    return decoder_of(read_manifest(data.path, "latents")["autoencoder"]) if data.kind == "latents" else None
+
+
 def _sampling(model, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
     from ..core.sampling import DEFAULT_SOLVERS, class_labels, get_solver
@@ -175,11 +215,14 @@ def cmd_sample(args) -> None:
     x0 = noise(args.n, teacher.shape, teacher.sigma0, args.seed)
     s = run_sampler(model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
                     label=label, t0=teacher.t0)
+    decode = _decoder(args.run)
+    if decode is not None:  # a model of latents: its samples are images
+        s.x = decode(s.x)
     if out.suffix == ".npy":
         from ..io.arrays import save_array
 
         save_array(out, s.x)
-    elif len(teacher.shape) == 1 and teacher.shape[0] == 2:
+    elif s.x.dim() == 2 and s.x.shape[1] == 2:
         from .plots import scatter_panels
 
         scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, load_run(args.run).source.bounds)
@@ -297,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
     e.add_argument("--solver", help=f"comma-separated (default: by model form). {_solver_help()}")
     e.set_defaults(func=cmd_eval)
+
+    en = sub.add_parser("encode", help="encode a config's images with a diffusers AutoencoderKL into a latent store")
+    en.intermixed = True
+    en.add_argument("config", help="YAML recipe whose data section (data.kind=images) is encoded")
+    en.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.size=32")
+    en.add_argument("--vae", required=True, help="the AutoencoderKL's save_pretrained folder (or a pipeline's)")
+    en.add_argument("--out", required=True, help="store directory (created, or resumed if it holds these latents); "
+                    "train on it with data: {kind: latents, path: OUT}")
+    en.add_argument("--shard-size", type=_positive, default=65_536, help="images per shard file")
+    en.add_argument("--batch-size", type=_positive, default=256, help="images per encoder batch")
+    en.add_argument("--repair", action="store_true", help="make shards that are missing or corrupt again")
+    en.add_argument("--device", default="cpu")
+    en.add_argument("--quiet", action="store_true", help="no progress bar")
+    en.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
     d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
