@@ -199,6 +199,7 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
 
 PINNED = ("kind", "config_sha256", "checkpoint_sha256", "files", "target", "options", "file_sha256",
           "guidance")  # what of a teacher's identity a resume must find again
+UNPINNED = {"guidance": 0.0}  # the value of a key that a checkpoint from before it was recorded lacks
 
 
 def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
@@ -212,7 +213,7 @@ def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
     if diff:
         raise CheckpointError(f"{ckpt}: written by another config ({'; '.join(diff[:3])}); it does not match this run")
     was, now = saved_state.get("teacher") or {}, state.teacher
-    changed = [k for k in PINNED if was.get(k) != now.get(k)]
+    changed = [k for k in PINNED if was.get(k, UNPINNED.get(k)) != now.get(k, UNPINNED.get(k))]
     if changed:
         raise CheckpointError(f"{ckpt}: the teacher changed since this run started ({', '.join(changed)} differ: "
                               f"{now.get('path', now.get('kind'))}); resume against the original teacher or "
