@@ -157,7 +157,7 @@ def evaluate(args, root: Path, folder: Path, scales: list[float], clock: dict) -
                       run_sampler(model, x0, "euler", n, label=label, t0=teacher.t0)) for n in (1, 2)]
             lmm = load_run(root / f"lmm_w{w:g}").model
             rows += [(("LMM (L2)", w, f"line, EDM σ idx {','.join(map(str, idx))}"),
-                      run_sampler(lmm, x0, "map", edm_steps=list(idx), label=label)) for idx in ((0,), (0, 1))]
+                      run_sampler(lmm, x0, "map", edm_grid=list(idx), label=label)) for idx in ((0,), (0, 1))]
             lmd = load_run(root / f"lmd_w{w:g}")
             rows += [(("LMD", w, f"map, uniform {n} from t0"), run_sampler(lmd.model, x0, "map", n, label=label,
                                                                            t0=lmd.t0)) for n in (1, 2)]

@@ -9,6 +9,7 @@ on disk is written or overwritten. Any other exception is a bug and shows its tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -189,10 +190,10 @@ def _decoder(path: str):
 
 def _sampling(model, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
-    from ..core.sampling import DEFAULT_SOLVERS, class_labels, get_solver
+    from ..core.sampling import DEFAULTS, class_labels, get_solver
 
     solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
-        list(DEFAULT_SOLVERS[model.form][:1])
+        [DEFAULTS[model.form].solver]
     try:
         for name in solvers:
             get_solver(name, model.form)
@@ -212,8 +213,11 @@ def cmd_sample(args) -> None:
     solvers, label = _sampling(model, args)
     if len(solvers) != 1:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
+    from ..core.sampling import DEFAULTS
+
+    steps = args.steps or DEFAULTS[model.form].steps
     x0 = noise(args.n, teacher.shape, teacher.sigma0, args.seed)
-    s = run_sampler(model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
+    s = run_sampler(model, x0, solvers[0], steps, args.seed, grid=args.grid, edm_grid=args.edm_grid,
                     label=label, t0=teacher.t0)
     decode = _decoder(args.run)
     if decode is not None:  # a model of latents: its samples are images
@@ -247,6 +251,12 @@ def cmd_eval(args) -> None:
     print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
 
 
+def cmd_info(args) -> None:
+    from .info import describe_run
+
+    print(describe_run(Path(args.run)))
+
+
 def cmd_demo(args) -> None:
     from .demo import demo
 
@@ -273,20 +283,24 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
     """The teacher's options of ``pairs`` and ``sample`` (the keys of a config's teacher section)."""
     from ..core.frames import PREDICTIONS
 
-    p.add_argument("--guidance", type=_non_negative, default=0.0, help="classifier-free guidance scale w: "
+    p.add_argument("--guidance", type=_non_negative, default=0.0, metavar="W", help="classifier-free guidance scale w: "
                    "b_w = (1 + w) b(x,t|k) - w b(x,t|null); a class-conditional velocity run trained with "
                    "model.cond_drop, or a diffusers model with --null-class")
-    p.add_argument("--prediction", choices=PREDICTIONS, help="diffusers folders: what the network predicts "
-                   "(default: the scheduler config's prediction_type)")
+    p.add_argument("--prediction", choices=PREDICTIONS, metavar="KIND", help="diffusers folders: what the network "
+                   f"predicts, {' | '.join(PREDICTIONS)} (default: the scheduler config's prediction_type)")
     p.add_argument("--null-class", action="store_true", help="diffusers folders: the last class embedding is "
                    "the unconditional one (trained with label dropout)")
-    p.add_argument("--sigma0", type=float, help="diffusers folders: the base scale of the noise x0 (default 1)")
+    p.add_argument("--sigma0", type=float, metavar="S", help="diffusers folders: the base scale of the noise x0 (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
     from ..core.sampling import EDM_SUBSETS
 
-    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
+    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching. "
+                "`edm` names three things: the objective (EDM's denoiser training), the solver (EDM's Heun "
+                "sampler) and sample's --edm-grid (a time grid of EDM's σ levels).")
+    p.add_argument("--version", action="version", version=f"flowmaps {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a config into a run directory")
@@ -319,13 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a run or a diffusers model")
     s.add_argument("run", help="a run directory or a diffusers save_pretrained folder")
     how = s.add_mutually_exclusive_group()
-    how.add_argument("--steps", type=_positive, default=1, help="number of steps on a uniform grid (default 1)")
-    how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
-    how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
-                     "18-step σ grid; lines matching's samplers are "
-                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)} (NFE 1, 2, 3, 3, 4)")
+    how.add_argument("--steps", type=_positive, help="N steps on a uniform time grid (default: heun 18 steps for a "
+                     "velocity model, 1 step of map for a flow map or an endpoint model)")
+    how.add_argument("--grid", type=_grid, help="an explicit time grid from noise (0) to data (1), e.g. 0,0.5,1")
+    how.add_argument("--edm-grid", type=_edm_indices, help="a time grid of EDM's 18 σ levels: increasing indices "
+                     "into them (lines matching's samplers are "
+                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)}, NFE 1, 2, 3, 3, 4)")
     s.add_argument("--n", type=_positive, default=10_000)
-    s.add_argument("--solver", help=f"default: the model's own. {_solver_help()}")
+    s.add_argument("--solver", help=f"the sampler (default: heun for a velocity model, map otherwise). "
+                   f"{_solver_help()}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
                    "(default: every class equally often, label_i = i mod classes)")
@@ -334,11 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     _teacher_options(s)
     s.set_defaults(func=cmd_sample)
 
+    i = sub.add_parser("info", help="a run's config, steps done, teacher, data and metrics")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
     e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
     e.add_argument("run")
     e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
     e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
-    e.add_argument("--solver", help=f"comma-separated (default: by model form). {_solver_help()}")
+    e.add_argument("--solver", help="comma-separated (default: euler and heun, plus the adaptive solve, for a velocity "
+                   f"model; map for a flow map; map and renoise for an endpoint model). {_solver_help()}")
     e.set_defaults(func=cmd_eval)
 
     en = sub.add_parser("encode", help="encode a config's images with a diffusers AutoencoderKL into a latent store")
@@ -371,7 +392,17 @@ def out_of_memory(err: BaseException) -> str | None:
     return None
 
 
+def quiet_waits() -> None:
+    """OpenMP threads that sleep while they wait, unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set: on
+    cores shared with another busy process, threads spinning at a barrier for a descheduled sibling made training
+    up to 30× slower; sleeping ones lose about the share of the cores they lose (benchmarks/contention.py). It
+    takes effect when torch is first imported, which the command line does after this."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_waits()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -387,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `flowmaps info RUN | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         distributed = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.core.distributed")
         if distributed is not None:  # loaded only by commands that use it

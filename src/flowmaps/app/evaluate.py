@@ -12,7 +12,7 @@ from torch import Tensor
 from ..core.metrics import energy_distance, kl_histogram, wasserstein2
 from ..core.models import FlowMap
 from ..core.sampling import (
-    DEFAULT_SOLVERS,
+    DEFAULTS,
     Samples,
     class_labels,
     edm_subset_grid,
@@ -52,10 +52,10 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
 
 
 def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
-                grid: Tensor | None = None, edm_steps: list[int] | None = None, label: Tensor | None = None,
+                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None,
                 t0: float = 0.0) -> Samples:
     """``steps`` uniform steps of ``solver`` from the first time ``t0``, the time ``grid``, or lines matching's
-    grid of EDM σ indices ``edm_steps`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
+    grid of EDM σ indices ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
     ``label`` per sample for a class-conditional model.
 
     The re-noising stream has its own generator, offset from ``seed``: :func:`flowmaps.core.sampling.noise`
@@ -63,8 +63,8 @@ def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None = Non
     deterministic line sampler.
     """
     g = torch.Generator().manual_seed(seed + 1_000_003)
-    if edm_steps is not None:
-        grid = edm_subset_grid(edm_steps, model.sigma0)
+    if edm_grid is not None:
+        grid = edm_subset_grid(edm_grid, model.sigma0)
         x0 = start_state(model, x0, grid)
     elif grid is None:
         x0, grid = from_noise(model, x0, steps or 1, t0)
@@ -82,7 +82,7 @@ def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234,
     x0 = noise(n, source.shape, model.sigma0, seed)
     label = class_labels(model.num_classes, n)
     rows = []
-    runs = [(solver, k) for solver in solvers or DEFAULT_SOLVERS[model.form] for k in steps]
+    runs = [(solver, k) for solver in solvers or DEFAULTS[model.form].evaluate for k in steps]
     if adaptive if adaptive is not None else model.form == "velocity":
         runs.append(("adaptive", None))
     for solver, k in runs:

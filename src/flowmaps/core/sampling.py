@@ -1,7 +1,8 @@
 """Samplers: the base noise, time grids, ODE solvers for velocity fields, and flow-map composition.
 
 One table, :data:`SOLVERS`, names every solver, the model forms it samples, its NFE for a number of steps, and
-what a step means; :data:`DEFAULT_SOLVERS` gives each model form its solvers. Every sampler returns
+what a step means; :data:`DEFAULTS` gives each model form its sampler (solver and steps) and the solvers an
+evaluation compares. Every sampler returns
 :class:`Samples` with the number of network evaluations (NFE) actually spent, and draws its randomness (the
 re-noising of consistency-style sampling) from a generator it is given, never from the global RNG.
 """
@@ -17,6 +18,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .paths import sigma_to_t, t_to_sigma, velocity_to_denoiser
+from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
@@ -38,18 +40,34 @@ class Solver:
 
 ALL_FORMS = ("velocity", "flowmap", "endpoint")
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
-    Solver("map", ALL_FORMS, 1, "compose the model's own steps X_{t_i,t_{i+1}} (a flow map's sampler; a velocity "
-           "model's step is an Euler step, an endpoint model's follows the line to its prediction)"),
-    Solver("renoise", ("endpoint",), 1, "consistency-style: predict the endpoint, re-noise it with fresh noise"),
-    Solver("euler", ALL_FORMS, 1, "Euler steps of the model's velocity on a uniform grid"),
-    Solver("heun", ALL_FORMS, 2, "Heun (trapezoid) steps of the model's velocity on a uniform grid"),
-    Solver("rk4", ALL_FORMS, 4, "classical Runge-Kutta steps of the model's velocity on a uniform grid"),
-    Solver("edm", ALL_FORMS, 2, "EDM's Heun sampler on its rho=7 sigma schedule, last step Euler "
-           "(18 steps = 35 NFE)", nfe_offset=-1),
-    Solver("adaptive", ALL_FORMS, None, "torchdiffeq's dopri5 at rtol = atol = 1e-5 (steps are ignored)"),
+    Solver("map", ALL_FORMS, 1, "N steps compose the model's own map X_{t_i,t_{i+1}} (the flow-map sampler; a "
+           "velocity model's step is an Euler step, an endpoint model's follows the line to its prediction): N NFE"),
+    Solver("renoise", ("endpoint",), 1, "N consistency-style steps: predict the endpoint, re-noise it with fresh "
+           "noise: N NFE"),
+    Solver("euler", ALL_FORMS, 1, "N Euler steps of the model's velocity: N NFE"),
+    Solver("heun", ALL_FORMS, 2, "N Heun (trapezoid) steps of the model's velocity: 2N NFE"),
+    Solver("rk4", ALL_FORMS, 4, "N classical Runge-Kutta steps of the model's velocity: 4N NFE"),
+    Solver("edm", ALL_FORMS, 2, "EDM's Heun sampler on N levels of its rho=7 sigma schedule, last step Euler: "
+           "2N - 1 NFE (18 levels = 35 NFE)", nfe_offset=-1),
+    Solver("adaptive", ALL_FORMS, None, "torchdiffeq's dopri5 at rtol = atol = 1e-5 (N is ignored; the NFE "
+           "is counted)"),
 )}
-DEFAULT_SOLVERS: dict[str, tuple[str, ...]] = {"velocity": ("euler", "heun"), "flowmap": ("map",),
-                                              "endpoint": ("map", "renoise")}
+
+
+@dataclass(frozen=True)
+class FormDefaults:
+    """A model form's sampler (``solver``, ``steps``) and the solvers an evaluation compares at every step count."""
+
+    solver: str
+    steps: int
+    evaluate: tuple[str, ...]
+
+
+DEFAULTS: dict[str, FormDefaults] = {
+    "velocity": FormDefaults("heun", 18, ("euler", "heun")),  # 36 NFE; an evaluation adds the adaptive solve
+    "flowmap": FormDefaults("map", 1, ("map",)),
+    "endpoint": FormDefaults("map", 1, ("map", "renoise")),
+}
 
 
 def get_solver(name: str, form: str | None = None) -> Solver:
@@ -99,10 +117,8 @@ def edm_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.
     """EDM's ρ-schedule ``σ_i = (σ_max^{1/ρ} + i/(N-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ``, i < N, and σ_N = 0."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    i = torch.arange(steps, dtype=torch.float64)
-    frac = i / max(steps - 1, 1)
-    sig = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    u = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    return torch.cat([karras_sigma(u, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
 
 
 def edm_grid(steps: int = 18, sigma0: float = 1.0, **kw) -> Tensor:

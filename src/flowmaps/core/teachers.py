@@ -177,10 +177,13 @@ class AnalyticTeacher(TeacherOptions):
 
 class RunTeacher(TeacherOptions):
     """``teacher.kind: run`` — the velocity of a trained flowmaps run directory at ``path``, pinned by the
-    SHA-256 of its config and checkpoint when a distillation starts."""
+    SHA-256 of its config and checkpoint when a distillation starts. ``init``: the student starts from the
+    teacher's (EMA) weights, which needs the teacher's network (same ``model`` section); its diagonal ``v(x, t, t)``
+    is then the teacher's velocity from the first step."""
 
     kind: Literal["run"] = "run"
     path: str
+    init: bool = False
 
 
 class DiffusersTeacher(TeacherOptions):

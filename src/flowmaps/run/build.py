@@ -129,11 +129,22 @@ def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
                float((state.get("teacher") or {}).get("t0", 0.0)))
 
 
-def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Teacher | None, dict]:
-    """``(teacher, identity)``: the velocity ``b(x, t, label)`` a distillation objective learns from, on this run's
-    path (guided at ``teacher.guidance``), and what pins it (a resume must find it again)."""
+@dataclass
+class BuiltTeacher:
+    """A distillation teacher: its velocity (a :class:`flowmaps.core.teachers.Teacher`) on this run's path, what
+    pins it (the identity a resume must find again), and its model when it is a run."""
+
+    velocity: Teacher | None = None
+    identity: dict = field(default_factory=dict)
+    model: FlowMap | None = None
+
+
+def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> BuiltTeacher:
+    """The teacher ``cfg.teacher`` describes (guided at ``teacher.guidance``), checked against this run's data,
+    path and classes."""
     if cfg.teacher is None:
-        return None, {}
+        return BuiltTeacher()
+    model = None
     opts, interp = cfg.teacher, interpolant(cfg.path.interpolant)
     if opts.kind == "analytic":
         mix = source.mixture
@@ -142,7 +153,8 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Teache
         identity = {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
         null = True
     elif opts.kind == "run":
-        teacher, identity, null = _run_teacher(cfg, source, sigma0, interp)
+        teacher, identity, model = _run_teacher(cfg, source, sigma0, interp)
+        null = model.null_class
     else:
         if interp.name != "linear":
             raise ConfigError(f"teacher.kind={opts.kind} is converted to the linear path: set path.interpolant=linear")
@@ -157,7 +169,7 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Teache
             raise ConfigError(f"teacher {identity.get('path', opts.kind)} is class-conditional with "
                               f"{teacher.num_classes} classes; set model.num_classes={teacher.num_classes} "
                               f"(this run has {cfg.model.num_classes})")
-    return guide(teacher, identity, opts.guidance, null, "teacher.guidance")
+    return BuiltTeacher(*guide(teacher, identity, opts.guidance, null, "teacher.guidance"), model)
 
 
 def guide(teacher: Teacher, identity: dict, w: float, null: bool, what: str) -> tuple[Teacher, dict]:
@@ -171,7 +183,7 @@ def guide(teacher: Teacher, identity: dict, w: float, null: bool, what: str) -> 
     return replace(teacher, b=guided(teacher.b, w, teacher.num_classes)), identity
 
 
-def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple[Teacher, dict, bool]:
+def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple[Teacher, dict, FlowMap]:
     where = cfg.teacher.path
     run = load_run(where, device=cfg.train.device)
     if run.model.form == "endpoint":
@@ -186,17 +198,21 @@ def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple
     if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
         raise ConfigError(f"teacher {where} is class-conditional with {run.model.num_classes} classes; "
                           f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
-    return run.teacher(), run.identity, run.model.null_class
+    if cfg.teacher.init and config_diff(run.cfg, cfg, sections=("model",)):
+        raise ConfigError(f"teacher.init starts from the weights of {where}, whose network differs "
+                          f"({'; '.join(config_diff(run.cfg, cfg, sections=('model',))[:3])}); use the same model "
+                          "section or leave teacher.init false")
+    return run.teacher(), run.identity, run.model
 
 
-def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
-    """``(objective, teacher identity)`` for this config and data."""
+def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, BuiltTeacher]:
+    """``(objective, teacher)`` for this config and data."""
     sigma0, _ = resolve_scales(cfg, source)
-    teacher, identity = build_teacher(cfg, source, sigma0)
-    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher, source.real,
-                  teacher.t0 if teacher is not None else 0.0)
+    teacher = build_teacher(cfg, source, sigma0)
+    t0 = teacher.velocity.t0 if teacher.velocity is not None else 0.0
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real, t0)
     try:
-        return objective_class(cfg.objective.method)(cfg.objective, ctx), identity
+        return objective_class(cfg.objective.method)(cfg.objective, ctx), teacher
     except ValueError as err:
         raise ConfigError(f"objective: {err}") from None
 
