@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--w", type=float, default=1.0, help="the guided scale (default 1)")
     p.add_argument("--teacher-steps", type=int, default=3000)
     p.add_argument("--scale", type=float, default=1.0, help="multiply the students' training steps")
+    p.add_argument("--lmd-steps", type=int, help="LMD's training steps (default: digits_fm.yaml's times --scale)")
     p.add_argument("--pairs", type=int, default=8000)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seeds", type=int, default=2)
@@ -114,8 +115,9 @@ def main() -> None:
     def steps(cfg_name: str) -> int:
         return max(1, round(load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml").train.steps * args.scale))
 
-    def fit(name: str, cfg_name: str, over: list[str]) -> None:
-        cfg = load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml", over + [f"train.steps={steps(cfg_name)}"])
+    def fit(name: str, cfg_name: str, over: list[str], n_steps: int | None = None) -> None:
+        cfg = load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml",
+                          over + [f"train.steps={n_steps or steps(cfg_name)}"])
         print(f"[students] {name}: {cfg.objective.method}, {cfg.train.steps} steps", flush=True)
         timed(name, lambda: train(cfg, root / name, resume=True, progress=False))
 
@@ -132,7 +134,7 @@ def main() -> None:
         fit(f"lmm_w{w:g}", "digits_lmm", [f"data.path={pairs}", f"model.num_classes={CLASSES}"])
         fit(f"lmd_w{w:g}", "digits_fm", ["objective={method: lmd}", "model.max_freq=1", f"model.num_classes={CLASSES}",
                                          "path.sigma0=1.0", f"teacher={{kind: diffusers, path: {folder}, "
-                                         f"null_class: true, guidance: {w:g}}}"])
+                                         f"null_class: true, guidance: {w:g}}}"], args.lmd_steps)
     if args.stage in ("all", "eval"):
         evaluate(args, root, folder, scales, clock)
 
@@ -179,7 +181,8 @@ def evaluate(args, root: Path, folder: Path, scales: list[float], clock: dict) -
                             f"(target ≤ {TARGETS[n_steps]}×): {'met' if ok else 'NOT met'}")
     out = Path(args.out)
     meta = {"pairs": args.pairs, "n": args.n, "seeds": args.seeds, "w": args.w, "teacher_steps": args.teacher_steps,
-            "scale": args.scale, "seconds": clock, "total_minutes": round(sum(clock.values()) / 60, 1),
+            "scale": args.scale, "lmd_steps": args.lmd_steps, "seconds": clock,
+            "total_minutes": round(sum(clock.values()) / 60, 1),
             "verdicts": verdicts, "rows": table}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     title = (f"Digits 8×8, diffusers teacher distilled, {args.n} samples × {args.seeds} noise seeds, "

@@ -290,7 +290,8 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
                    f"predicts, {' | '.join(PREDICTIONS)} (default: the scheduler config's prediction_type)")
     p.add_argument("--null-class", action="store_true", help="diffusers folders: the last class embedding is "
                    "the unconditional one (trained with label dropout)")
-    p.add_argument("--sigma0", type=float, metavar="S", help="diffusers folders: the base scale of the noise x0 (default 1)")
+    p.add_argument("--sigma0", type=float, metavar="S", help="diffusers folders: the base scale of the noise x0 "
+                   "(default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
