@@ -14,10 +14,12 @@ from flowmaps.core.sampling import SOLVERS
 OPTIONS = {
     "train": ["--out", "--resume", "--quiet"],
     "pairs": ["--n", "--out", "--solver", "--steps", "--seed", "--shard-size", "--batch-size", "--repair",
-              "--verify", "--device", "--quiet"],
-    "sample": ["--steps", "--grid", "--edm-grid", "--n", "--solver", "--seed", "--class", "--out", "--force"],
+              "--verify", "--device", "--quiet", "--guidance", "--prediction", "--null-class", "--sigma0"],
+    "sample": ["--steps", "--grid", "--edm-grid", "--n", "--solver", "--seed", "--class", "--out", "--force",
+               "--guidance", "--prediction", "--null-class", "--sigma0"],
     "eval": ["--steps", "--n", "--solver"],
     "info": [],
+    "encode": ["--vae", "--out", "--shard-size", "--batch-size", "--repair", "--device", "--quiet"],
     "demo": ["--out", "--fast", "--quiet"],
 }
 

@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | pairs | sample | eval | demo``.
+"""Command line: ``flowmaps train | pairs | sample | eval | encode | demo``.
 
 Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
 failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
@@ -132,25 +132,72 @@ def cmd_pairs(args) -> None:
 
     resolve_device(args.device)
     distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
-    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device)
+    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device, guidance=args.guidance,
+                           diffusers=_diffusers_options(args), sigma0=args.sigma0)
     m = generate_pairs(teacher, args.n, out, seed=args.seed, solver=args.solver, steps=args.steps,
                        shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
                        progress=not args.quiet)
     state = "complete" if m["complete"] else "incomplete"
     if distributed.world()[0] == 0:
-        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {out}")
+        guided = f", guidance {args.guidance:g}" if args.guidance else ""
+        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}{guided}) in {len(m['shards'])} shards, {state} -> {out}")
 
 
-def _sampling(run, args):
+def _diffusers_options(args) -> dict:
+    """The diffusers teacher's options given on the command line (prediction, null_class)."""
+    return {k: v for k, v in (("prediction", args.prediction), ("null_class", args.null_class)) if v}
+
+
+def cmd_encode(args) -> None:
+    from ..data import build_source
+    from ..data.latents import encode_store
+    from ..run.autoencoders import load_autoencoder
+    from ..run.build import resolve_device
+    from ..run.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.data.kind != "images":
+        raise ConfigError(f"{args.config}: flowmaps encode encodes images (data.kind=images), not data.kind="
+                          f"{cfg.data.kind}")
+    resolve_device(args.device)
+    source = build_source(cfg.data)
+    encode, _, identity = load_autoencoder(args.vae, args.device)
+    channels = source.shape[0]
+    try:
+        encode(source.x[:1])
+    except RuntimeError as err:
+        raise ConfigError(f"{args.vae}: cannot encode {channels}-channel images of shape {source.shape} "
+                          f"({str(err).splitlines()[0][:120]})") from None
+    m = encode_store(encode, source.x, source.labels, args.out, {"autoencoder": identity,
+                     "data": cfg.data.model_dump(mode="json")}, args.shard_size, args.batch_size, args.repair,
+                     not args.quiet)
+    shape = tuple(m["fields"]["x1"]["shape"])
+    print(f"{m['n']} images {source.shape} -> latents {shape} in {len(m['shards'])} shards -> {args.out}")
+
+
+def _decoder(path: str):
+    """The autoencoder's decoder when ``path`` is a run trained on latents, else None."""
+    from ..io.shards import read_manifest
+    from ..run.autoencoders import decoder_of
+    from ..run.build import CONFIG_FILE
+    from ..run.config import load_config
+
+    if not (Path(path) / CONFIG_FILE).is_file():
+        return None
+    data = load_config(Path(path) / CONFIG_FILE).data
+    return decoder_of(read_manifest(data.path, "latents")["autoencoder"]) if data.kind == "latents" else None
+
+
+def _sampling(model, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
     from ..core.sampling import DEFAULTS, class_labels, get_solver
 
     solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
-        [DEFAULTS[run.model.form].solver]
+        [DEFAULTS[model.form].solver]
     try:
         for name in solvers:
-            get_solver(name, run.model.form)
-        label = class_labels(run.model.num_classes, args.n, getattr(args, "cls", None))
+            get_solver(name, model.form)
+        label = class_labels(model.num_classes, args.n, getattr(args, "cls", None))
     except ValueError as err:
         raise ConfigError(f"{args.run}: {err}") from None
     return solvers, label
@@ -158,28 +205,31 @@ def _sampling(run, args):
 
 def cmd_sample(args) -> None:
     from ..core.sampling import noise
-    from ..run.build import load_run
+    from ..run.build import load_run, open_teacher
     from .evaluate import run_sampler
 
     out = _output_file(Path(args.out), (".npy", ".png"), args.force)
-    run = load_run(args.run)
-    solvers, label = _sampling(run, args)
+    model, teacher, _ = open_teacher(args.run, args.guidance, _diffusers_options(args), args.sigma0)
+    solvers, label = _sampling(model, args)
     if len(solvers) != 1:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
     from ..core.sampling import DEFAULTS
 
-    steps = args.steps or DEFAULTS[run.model.form].steps
-    x0 = noise(args.n, run.source.shape, run.model.sigma0, args.seed)
-    s = run_sampler(run.model, x0, solvers[0], steps, args.seed, grid=args.grid, edm_grid=args.edm_grid,
-                    label=label)
+    steps = args.steps or DEFAULTS[model.form].steps
+    x0 = noise(args.n, teacher.shape, teacher.sigma0, args.seed)
+    s = run_sampler(model, x0, solvers[0], steps, args.seed, grid=args.grid, edm_grid=args.edm_grid,
+                    label=label, t0=teacher.t0)
+    decode = _decoder(args.run)
+    if decode is not None:  # a model of latents: its samples are images
+        s.x = decode(s.x)
     if out.suffix == ".npy":
         from ..io.arrays import save_array
 
         save_array(out, s.x)
-    elif len(run.source.shape) == 1 and run.source.shape[0] == 2:
+    elif s.x.dim() == 2 and s.x.shape[1] == 2:
         from .plots import scatter_panels
 
-        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, run.source.bounds)
+        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, load_run(args.run).source.bounds)
     else:
         from .plots import image_grid
 
@@ -194,9 +244,9 @@ def cmd_eval(args) -> None:
     run = load_run(args.run)
     e = run.cfg.eval
     args.n = args.n or e.n
-    solvers = _sampling(run, args)[0] if args.solver else None
+    solvers = _sampling(run.model, args)[0] if args.solver else None
     rows = evaluate(run.model, run.source, args.steps or e.steps, args.n, e.seed, solvers, bins=e.bins,
-                    features=e.features)
+                    features=e.features, t0=run.t0)
     save_rows(run.path / "eval", rows)
     print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
 
@@ -219,6 +269,31 @@ def _solver_help() -> str:
     return "; ".join(f"{s.name}: {s.help}" for s in SOLVERS.values())
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _teacher_options(p: argparse.ArgumentParser) -> None:
+    """The teacher's options of ``pairs`` and ``sample`` (the keys of a config's teacher section)."""
+    from ..core.frames import PREDICTIONS
+
+    p.add_argument("--guidance", type=_non_negative, default=0.0, metavar="W", help="classifier-free guidance scale w: "
+                   "b_w = (1 + w) b(x,t|k) - w b(x,t|null); a class-conditional velocity run trained with "
+                   "model.cond_drop, or a diffusers model with --null-class")
+    p.add_argument("--prediction", choices=PREDICTIONS, metavar="KIND", help="diffusers folders: what the network "
+                   f"predicts, {' | '.join(PREDICTIONS)} (default: the scheduler config's prediction_type)")
+    p.add_argument("--null-class", action="store_true", help="diffusers folders: the last class embedding is "
+                   "the unconditional one (trained with label dropout)")
+    p.add_argument("--sigma0", type=float, metavar="S", help="diffusers folders: the base scale of the noise x0 "
+                   "(default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     from ..core.sampling import EDM_SUBSETS
@@ -239,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
-    pr.add_argument("teacher", help="teacher run directory")
+    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run or a diffusers model into a pair store")
+    pr.add_argument("teacher", help="teacher: a run directory or a diffusers save_pretrained folder")
     pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
     pr.add_argument("--out", required=True,
                     help="store directory (created, or resumed if it holds this teacher's pairs)")
@@ -253,10 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _teacher_options(pr)
     pr.set_defaults(func=cmd_pairs)
 
-    s = sub.add_parser("sample", help="draw samples from a run")
-    s.add_argument("run")
+    s = sub.add_parser("sample", help="draw samples from a run or a diffusers model")
+    s.add_argument("run", help="a run directory or a diffusers save_pretrained folder")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--steps", type=_positive, help="N steps on a uniform time grid (default: heun 18 steps for a "
                      "velocity model, 1 step of map for a flow map or an endpoint model)")
@@ -272,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every class equally often, label_i = i mod classes)")
     s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _teacher_options(s)
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("info", help="a run's config, steps done, teacher, data and metrics")
@@ -285,6 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--solver", help="comma-separated (default: euler and heun, plus the adaptive solve, for a velocity "
                    f"model; map for a flow map; map and renoise for an endpoint model). {_solver_help()}")
     e.set_defaults(func=cmd_eval)
+
+    en = sub.add_parser("encode", help="encode a config's images with a diffusers AutoencoderKL into a latent store")
+    en.intermixed = True
+    en.add_argument("config", help="YAML recipe whose data section (data.kind=images) is encoded")
+    en.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.size=32")
+    en.add_argument("--vae", required=True, help="the AutoencoderKL's save_pretrained folder (or a pipeline's)")
+    en.add_argument("--out", required=True, help="store directory (created, or resumed if it holds these latents); "
+                    "train on it with data: {kind: latents, path: OUT}")
+    en.add_argument("--shard-size", type=_positive, default=65_536, help="images per shard file")
+    en.add_argument("--batch-size", type=_positive, default=256, help="images per encoder batch")
+    en.add_argument("--repair", action="store_true", help="make shards that are missing or corrupt again")
+    en.add_argument("--device", default="cpu")
+    en.add_argument("--quiet", action="store_true", help="no progress bar")
+    en.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
     d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")

@@ -16,10 +16,10 @@ from ..core.sampling import (
     Samples,
     class_labels,
     edm_subset_grid,
+    from_noise,
     noise,
     sample,
     start_state,
-    uniform_grid,
 )
 from ..io.files import write_text
 
@@ -52,10 +52,11 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
 
 
 def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
-                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None) -> Samples:
-    """``steps`` uniform steps of ``solver``, the time ``grid``, or lines matching's grid of EDM σ indices
-    ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class ``label`` per sample for
-    a class-conditional model.
+                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None,
+                t0: float = 0.0) -> Samples:
+    """``steps`` uniform steps of ``solver`` from the first time ``t0``, the time ``grid``, or lines matching's
+    grid of EDM σ indices ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
+    ``label`` per sample for a class-conditional model.
 
     The re-noising stream has its own generator, offset from ``seed``: :func:`flowmaps.core.sampling.noise`
     draws x0 from ``seed`` itself, and fresh noise equal to x0 would turn consistency-style sampling into the
@@ -66,13 +67,15 @@ def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None = Non
         grid = edm_subset_grid(edm_grid, model.sigma0)
         x0 = start_state(model, x0, grid)
     elif grid is None:
-        grid = uniform_grid(steps or 1)
+        x0, grid = from_noise(model, x0, steps or 1, t0)
     return sample(model, x0, grid, solver=solver, label=label, generator=g)
 
 
 def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,
-             adaptive: bool | None = None, bins: int = 50, features: list[str] | None = None) -> list[dict]:
-    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``.
+             adaptive: bool | None = None, bins: int = 50, features: list[str] | None = None,
+             t0: float = 0.0) -> list[dict]:
+    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``, every
+    solve from the first time ``t0``.
 
     A class-conditional model samples every class equally often (:func:`class_labels`)."""
     ref = source.reference(n, seed=seed + 1)
@@ -83,7 +86,7 @@ def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234,
     if adaptive if adaptive is not None else model.form == "velocity":
         runs.append(("adaptive", None))
     for solver, k in runs:
-        s = run_sampler(model, x0, solver, k, seed, label=label)
+        s = run_sampler(model, x0, solver, k, seed, label=label, t0=t0)
         rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
     return rows
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .paths import sigma_to_t, velocity_to_denoiser
+from .paths import sigma_to_t, t_to_sigma, velocity_to_denoiser
 from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -153,6 +153,13 @@ def constant_speed_grid(steps: int, sigma0: float = 1.0, sigma_max: float | None
             raise ValueError("a grid uniform in sigma needs sigma_max")
         return sigma_to_t(torch.linspace(sigma_max, 0.0, steps + 1, dtype=torch.float64), sigma0)
     raise ValueError(f"unknown frame {frame!r}; choose t or sigma")
+
+
+def from_noise(model, z: Tensor, steps: int, t0: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``(state, grid)``: the uniform grid of ``steps`` steps from the first time ``t0`` to 1 and the sampler's
+    input ``α_{t0} z`` there (:func:`start_state`)."""
+    grid = uniform_grid(steps, t0)
+    return start_state(model, z, grid), grid
 
 
 def start_state(model, x0: Tensor, grid: Tensor) -> Tensor:
@@ -299,7 +306,8 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
     ``map`` composes the model's own steps (:func:`compose`); ``renoise`` adds consistency-style fresh noise
     from ``generator``; ``euler``/``heun``/``rk4`` integrate the model's velocity on the grid; ``adaptive``
     ignores the grid's interior points; ``edm`` is EDM's deterministic sampler (:func:`solve_edm`) with as
-    many steps as the grid (18 steps = 35 NFE).
+    many steps as the grid (18 steps = 35 NFE), from σ_max = 80, or, for a grid that starts at ``t0 > 0`` (a
+    teacher's first time), from ``σ_max = σ(t0)`` with ``x0`` the state ``α_{t0} z`` there.
     """
     get_solver(solver, model.form)
     grid = uniform_grid(1) if grid is None else check_grid(grid)
@@ -312,5 +320,10 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
     if solver == "adaptive":
         return solve_adaptive(vel, x0, float(grid[0]), float(grid[-1]), rtol=rtol, atol=atol)
     if solver == "edm":
+        t0 = float(grid[0])
+        if t0 > 0:  # the state α_{t0} z at the first time, read as EDM's x_σmax = σ_max z/σ0
+            alpha = float(model.interp.alpha(grid[:1]))
+            return solve_edm(vel, x0 / alpha, model.sigma0, steps=len(grid) - 1,
+                             sigma_max=float(t_to_sigma(t0, model.sigma0)))
         return solve_edm(vel, x0, model.sigma0, steps=len(grid) - 1)
     return solve(vel, x0, grid, solver)

@@ -1,4 +1,4 @@
-"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images and teacher pairs, each with its
+"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images, latents and teacher pairs, each with its
 options model; ``data.kind`` chooses one. Every options model has ``build(nested) -> Source``, where ``nested``
 builds a data section held inside it."""
 
@@ -8,12 +8,13 @@ from typing import Any
 
 from ..core.options import Options, dispatch
 from .images import ImagesData
+from .latents import LatentsData
 from .pairs import PairsData
 from .sources import ArrayData, GMMData, Source, check_scale
 from .toy import ToyData
 
 DATA: dict[str, type[Options]] = {"toy": ToyData, "gmm": GMMData, "array": ArrayData, "pairs": PairsData,
-                                  "images": ImagesData}
+                                  "images": ImagesData, "latents": LatentsData}
 
 
 def data_options(value: Any) -> Options:
