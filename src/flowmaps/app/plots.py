@@ -26,7 +26,7 @@ def scatter_panels(panels: list[tuple[str, Tensor]], path: str | Path, bounds: t
     cell)."""
     cols = cols or len(panels)
     rows = (len(panels) + cols - 1) // cols
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows))
+    fig = Figure(figsize=(2.6 * cols, 2.9 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
