@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | pairs | sample | eval | demo``.
+"""Command line: ``flowmaps train | pairs | prepare | sample | eval | demo``.
 
 Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
 failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
@@ -104,7 +104,8 @@ def cmd_train(args) -> None:
     from ..run.config import load_config
     from ..run.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, overrides)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(f"run written to {out}")
@@ -129,7 +130,7 @@ def cmd_pairs(args) -> None:
         raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
     from ..run.build import pair_teacher, resolve_device
 
-    resolve_device(args.device)
+    args.device = str(resolve_device(args.device))
     distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
     teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device)
     m = generate_pairs(teacher, args.n, out, seed=args.seed, solver=args.solver, steps=args.steps,
@@ -155,52 +156,105 @@ def _sampling(run, args):
     return solvers, label
 
 
-def cmd_sample(args) -> None:
-    from ..core.sampling import noise
-    from ..run.build import load_run
-    from .evaluate import run_sampler
+def _load(args):
+    """The run of ``sample`` / ``eval`` on ``--device`` (default: cuda when available), with the weights of
+    ``--ema`` (default: the first EMA), in the process group when started under torchrun."""
+    from ..core import distributed
+    from ..run.build import load_run, resolve_device
 
-    out = _output_file(Path(args.out), (".npy", ".png"), args.force)
-    run = load_run(args.run)
-    solvers, label = _sampling(run, args)
+    device = str(resolve_device(args.device))
+    distributed.init(device)
+    return load_run(args.run, ema=args.ema or True, device=device), device
+
+
+def _spec(args, solver: str) -> dict:
+    return {"solver": solver, "steps": args.steps, "grid": args.grid, "edm_steps": args.edm_steps}
+
+
+def cmd_sample(args) -> None:
+    from ..core import distributed
+    from .samples import write_npy, write_picture, write_pngs
+
+    out = Path(args.out)
+    if out.suffix:
+        out = _output_file(out, (".npy", ".png"), args.force)
+    elif not out.parent.is_dir():
+        raise ConfigError(f"{out}: no folder {out.parent}; create it first")
+    run, _ = _load(args)
+    solvers, _ = _sampling(run, args)
     if len(solvers) != 1:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
-    x0 = noise(args.n, run.source.shape, run.model.sigma0, args.seed)
-    s = run_sampler(run.model, x0, solvers[0], args.steps, args.seed, grid=args.grid, edm_steps=args.edm_steps,
-                    label=label)
+    if out.suffix and distributed.world()[1] > 1:
+        raise ConfigError(f"{out}: several processes write a folder of PNGs (--out DIR), not one {out.suffix} file")
+    spec = {**_spec(args, solvers[0]), "cls": args.cls}
+    shape, n, seed, batch = run.source.shape, args.n, args.seed, args.batch_size or run.cfg.eval.batch
+    note = ""
     if out.suffix == ".npy":
-        from ..io.arrays import save_array
-
-        save_array(out, s.x)
-    elif len(run.source.shape) == 1 and run.source.shape[0] == 2:
-        from .plots import scatter_panels
-
-        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, run.source.bounds)
+        nfe = write_npy(run.model, shape, out, n, seed, batch, **spec)
+    elif out.suffix == ".png":
+        nfe = write_picture(run.model, shape, out, n, seed, batch, run.source.bounds, **spec)
     else:
-        from .plots import image_grid
-
-        image_grid(s.x, out)
-    print(f"{args.n} samples, solver {solvers[0]}, NFE {s.nfe} -> {out}")
+        about = {"run": run.identity, "ema": args.ema, "n": n, "seed": seed, "batch": batch,
+                 **{k: v.tolist() if hasattr(v, "tolist") else v for k, v in spec.items()}}
+        made, nfe = write_pngs(run.model, shape, out, about, n, seed, batch, **spec)
+        made = sum(distributed.collect(made))
+        note = f" ({made} written now, {n - made} already there)"
+    if distributed.world()[0] == 0:
+        print(f"{n} samples, solver {solvers[0]}, NFE {nfe if nfe is not None else 'all made before'} -> {out}{note}")
 
 
 def cmd_eval(args) -> None:
-    from ..run.build import load_run
+    from ..core import distributed
     from .evaluate import evaluate, markdown_table, save_rows
 
-    run = load_run(args.run)
+    run, device = _load(args)
     e = run.cfg.eval
     args.n = args.n or e.n
     solvers = _sampling(run, args)[0] if args.solver else None
-    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n, e.seed, solvers, bins=e.bins,
-                    features=e.features)
-    save_rows(run.path / "eval", rows)
-    print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
+    features = args.features.split(",") if args.features else e.features
+    references = dict(e.reference)
+    if args.ref:
+        from ..core.metrics.frechet import default_features
+
+        names = default_features(run.source.shape, features)
+        if len(names) != 1:
+            raise ConfigError(f"--ref {args.ref}: the run measures features {names or 'none'}; --ref needs exactly "
+                              "one (set --features)")
+        references[names[0]] = args.ref
+    steps = None if args.grid is not None or args.edm_steps is not None else args.steps or e.steps
+    rows = evaluate(run.model, run.source, steps, args.n, e.seed, solvers, bins=e.bins, features=features,
+                    grid=args.grid, edm_steps=args.edm_steps, references=references, stats_dir=run.path / "stats",
+                    batch=args.batch_size or e.batch, device=device, progress=not args.quiet)
+    if distributed.world()[0] == 0:
+        save_rows(run.path / "eval", rows)
+        which = f"EMA {args.ema}" if args.ema else "EMA"
+        print(markdown_table(rows, f"{run.path} (step {run.step}, {which} weights)"))
+
+
+def cmd_prepare(args) -> None:
+    from ..data.prepare import open_source, prepare
+    from ..io.shards import describe, verify
+
+    out = Path(args.out)
+    if args.verify:
+        bad = verify(out)
+        if bad:
+            raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
+        print(f"{out}: every shard matches its sha256")
+        return
+    if args.src is None:
+        raise ConfigError("flowmaps prepare needs SRC (an image folder, a .npy/.npz, or a torchvision root with --set)")
+    items, about = open_source(args.src, args.size, args.set, args.split, args.key, args.label_key)
+    m = prepare(items, about, out, args.shard_size, args.workers, args.repair, progress=not args.quiet)
+    print(f"{m['n']} images of shape {tuple(m['fields']['x']['shape'])}, {m['num_classes']} classes, "
+          f"{len(m['shards'])} shards -> {out}")
 
 
 def cmd_demo(args) -> None:
+    from ..run.build import resolve_device
     from .demo import demo
 
-    demo(Path(args.out), fast=args.fast, progress=not args.quiet)
+    demo(Path(args.out), fast=args.fast, progress=not args.quiet, device=str(resolve_device(args.device)))
 
 
 def _solver_help() -> str:
@@ -209,8 +263,29 @@ def _solver_help() -> str:
     return "; ".join(f"{s.name}: {s.help}" for s in SOLVERS.values())
 
 
-def build_parser() -> argparse.ArgumentParser:
+_DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)"
+
+
+def _sampler_args(p: argparse.ArgumentParser, steps_default: int | None) -> None:
+    """The sampling grid (one of --steps, --grid, --edm-steps), --device, --ema and --batch-size of sample/eval."""
     from ..core.sampling import EDM_SUBSETS
+
+    how = p.add_mutually_exclusive_group()
+    if steps_default is None:
+        how.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
+    else:
+        how.add_argument("--steps", type=_positive, default=steps_default,
+                         help=f"number of steps on a uniform grid (default {steps_default})")
+    how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
+    how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
+                     "18-step σ grid; lines matching's samplers are "
+                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)} (NFE 1, 2, 3, 3, 4)")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("--ema", help="the EMA to sample, by its decay (e.g. 0.9999; default: the first of train.ema)")
+    p.add_argument("--batch-size", type=_positive, help="samples per batch on the device")
+
+
+def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<config name>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (starts it if there is none)")
+    t.add_argument("--device", help=f"{_DEVICE_HELP}; sets train.device")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -237,37 +313,55 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_positive, default=8192, help="pairs per teacher batch")
     pr.add_argument("--repair", action="store_true", help="regenerate shards that are missing, truncated or corrupt")
     pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--device", help=_DEVICE_HELP)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_pairs)
 
-    s = sub.add_parser("sample", help="draw samples from a run")
+    s = sub.add_parser("sample", help="draw samples from a run, in batches")
     s.add_argument("run")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--steps", type=_positive, default=1, help="number of steps on a uniform grid (default 1)")
-    how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
-    how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
-                     "18-step σ grid; lines matching's samplers are "
-                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)} (NFE 1, 2, 3, 3, 4)")
+    _sampler_args(s, 1)
     s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help=f"default: the model's own. {_solver_help()}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
                    "(default: every class equally often, label_i = i mod classes)")
-    s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
-    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.add_argument("--out", required=True, help="FILE.npy (array), FILE.png (picture) or DIR (numbered PNGs, "
+                   "resumable; split over the ranks under torchrun)")
+    s.add_argument("--force", action="store_true", help="overwrite a FILE --out if it exists")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
+    e = sub.add_parser("eval", help="metrics at several step counts or one grid (writes RUN/eval.json and eval.md)")
     e.add_argument("run")
-    e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
+    _sampler_args(e, None)
     e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
     e.add_argument("--solver", help=f"comma-separated (default: by model form). {_solver_help()}")
+    e.add_argument("--features", help="comma-separated feature extractors for images (default: the config's "
+                   "eval.features, else digits for one channel, inception for RGB)")
+    e.add_argument("--ref", help="reference statistics .npz (mu, sigma) of the feature set, e.g. a published "
+                   "FID reference (default: computed from the data once and cached)")
+    e.add_argument("--quiet", action="store_true", help="no progress messages")
     e.set_defaults(func=cmd_eval)
+
+    pp = sub.add_parser("prepare", help="an image data set into a prepared store that training streams")
+    pp.add_argument("src", nargs="?", help="an image folder, a .npy/.npz of images, or a torchvision root (--set)")
+    pp.add_argument("--out", required=True, help="store directory (created, or resumed if it holds this source)")
+    pp.add_argument("--set", help="the torchvision set at SRC (cifar10, cifar100, mnist, fashionmnist, svhn, stl10, "
+                    "celeba), read from the local root; never downloaded")
+    pp.add_argument("--split", default="train", help="the torchvision split (default train)")
+    pp.add_argument("--size", type=_positive, help="resize every image to size×size")
+    pp.add_argument("--key", help="the .npz array of the images (default: its only array)")
+    pp.add_argument("--label-key", help="the .npz array of the labels (default: none)")
+    pp.add_argument("--shard-size", type=_positive, default=8192, help="images per shard file (default 8192)")
+    pp.add_argument("--workers", type=_at_least(0), default=0, help="decoding processes (default 0: this one)")
+    pp.add_argument("--repair", action="store_true", help="make again shards that are missing, truncated or corrupt")
+    pp.add_argument("--verify", action="store_true", help="only check every shard's sha256, then exit")
+    pp.add_argument("--quiet", action="store_true", help="no progress bar")
+    pp.set_defaults(func=cmd_prepare)
 
     d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
     d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     d.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    d.add_argument("--device", help=_DEVICE_HELP)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
     return p

@@ -38,8 +38,8 @@ PAIRS = 20_000
 STEPS = [1, 2, 4]
 
 
-def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool) -> Path:
-    cfg = parse_config(tree, ["train.steps=150", "train.batch_size=512"] if fast else [])
+def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool, device: str = "cpu") -> Path:
+    cfg = parse_config(tree, (["train.steps=150", "train.batch_size=512"] if fast else []) + [f"train.device={device}"])
     run_dir = out / name
     print(f"[demo] {name}: {cfg.objective.method}, {cfg.train.steps} steps -> {run_dir}")
     return train(cfg, run_dir, resume=True, progress=progress)
@@ -48,22 +48,24 @@ def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool) -> Path
 OUTPUTS = {"teacher", "lmd", "pairs", "lmm", "samples.png", "metrics.md", "metrics.json"}
 
 
-def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) -> list[dict]:
-    """Train the demo's models into ``out`` (resuming any already there) and write the comparison."""
+def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000, device: str = "cpu") -> list[dict]:
+    """Train the demo's models into ``out`` (resuming any already there) on ``device`` and write the comparison."""
     if out.exists() and (not out.is_dir() or any(p.name not in OUTPUTS for p in out.iterdir())):
         raise ConfigError(f"{out}: exists and is not a demo folder (it holds other files); choose another --out")
     stages = {"teacher": TEACHER}
-    runs = {name: load_run(_stage(name, tree, out, fast, progress)) for name, tree in stages.items()}
+    runs = {name: load_run(_stage(name, tree, out, fast, progress, device), device=device)
+            for name, tree in stages.items()}
     teacher = runs["teacher"]
     lmd = {**LMD, "teacher": {"kind": "run", "path": str(out / "teacher")}}
-    runs["lmd"] = load_run(_stage("lmd", lmd, out, fast, progress))
+    runs["lmd"] = load_run(_stage("lmd", lmd, out, fast, progress, device), device=device)
     pairs = out / "pairs"  # lines matching: teacher -> pairs (EDM Heun, 35 NFE) -> LMM
     print(f"[demo] pairs: {PAIRS if not fast else 2000} teacher pairs -> {pairs}")
-    generate_pairs(pair_teacher(out / "teacher", "edm", 18), 2000 if fast else PAIRS, pairs, shard_size=8192,
+    generate_pairs(pair_teacher(out / "teacher", "edm", 18, device), 2000 if fast else PAIRS, pairs, shard_size=8192,
                    progress=progress)
-    runs["lmm"] = load_run(_stage("lmm", {**LMM, "data": {"kind": "pairs", "path": str(pairs)}}, out, fast, progress))
+    lmm = {**LMM, "data": {"kind": "pairs", "path": str(pairs)}}
+    runs["lmm"] = load_run(_stage("lmm", lmm, out, fast, progress, device), device=device)
     n = 4000 if fast else n
-    x0 = noise(n, teacher.source.shape, teacher.model.sigma0, seed=1)
+    x0 = noise(n, teacher.source.shape, teacher.model.sigma0, seed=1).to(device)
     target = teacher.source.reference(n)
     panels, rows = [], []
     for name, run in runs.items():
@@ -71,8 +73,8 @@ def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) 
         panels.append(("target", target))
         for k in STEPS:
             s = run_sampler(run.model, x0, solver, k)
-            panels.append((f"{name} ({solver}), NFE {s.nfe}", s.x))
-        rows += [{"model": name, **r} for r in evaluate(run.model, run.source, STEPS, n, seed=1234)]
+            panels.append((f"{name} ({solver}), NFE {s.nfe}", s.x.cpu()))
+        rows += [{"model": name, **r} for r in evaluate(run.model, run.source, STEPS, n, seed=1234, device=device)]
     scatter_panels(panels, out / "samples.png", teacher.source.bounds, cols=len(STEPS) + 1)
     save_rows(out / "metrics", rows)
     print(markdown_table(rows, "demo: KL(target ‖ model) on the 50×50 grid, W2, energy distance"))

@@ -1,6 +1,6 @@
-"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images and teacher pairs, each with its
-options model; ``data.kind`` chooses one. Every options model has ``build(nested) -> Source``, where ``nested``
-builds a data section held inside it."""
+"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images, prepared image stores and teacher
+pairs, each with its options model; ``data.kind`` chooses one. Every options model has ``build(nested) ->
+Source``, where ``nested`` builds a data section held inside it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from ..core.options import Options, dispatch
 from .images import ImagesData
 from .pairs import PairsData
 from .sources import ArrayData, GMMData, Source, check_scale
+from .stream import PreparedData
 from .toy import ToyData
 
 DATA: dict[str, type[Options]] = {"toy": ToyData, "gmm": GMMData, "array": ArrayData, "pairs": PairsData,
-                                  "images": ImagesData}
+                                  "images": ImagesData, "prepared": PreparedData}
 
 
 def data_options(value: Any) -> Options:

@@ -205,8 +205,19 @@ class ShardReader:
         if verified != seen:
             with contextlib.suppress(StorageError):
                 write_text(self.root / VERIFIED, json.dumps(verified))
+        self._map()
+
+    def _map(self) -> None:
         self.shards = [{f: np.load(self.root / shard_file(k, f), mmap_mode="r", allow_pickle=False)
-                        for f in self.fields} for k in range(shard_count(m))]
+                        for f in self.fields} for k in range(shard_count(self.manifest))]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a loader process started by spawn) without its memory maps, which it opens again."""
+        return {k: v for k, v in self.__dict__.items() if k != "shards"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._map()
 
     def __len__(self) -> int:
         return self.n

@@ -22,14 +22,20 @@ from ..errors import CheckpointError, ConfigError
 from ..io.checkpoint import load_state
 from ..io.files import sha256
 from ..pairs.generate import PairTeacher, teacher_sampler
-from .config import RunConfig, config_diff, load_config, parse_config, read_yaml
+from .config import RunConfig, config_diff, decay_name, load_config, parse_config, read_yaml
 
 CONFIG_FILE, CHECKPOINT_FILE = "config.yaml", "checkpoint.safetensors"
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device ``name`` (cpu, cuda, cuda:N, mps), refused in one line where this machine lacks it."""
-    device = torch.device(name)
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """The device ``name`` (cpu, cuda, cuda:N, mps; ``auto`` or None: cuda when available, else cpu), refused in
+    one line where this machine lacks it."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name}: this torch has no usable CUDA GPU "
@@ -105,12 +111,34 @@ def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
             "data": cfg.data.model_dump(mode="json")}
 
 
-def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
-    """Load ``path/config.yaml`` and the weights of ``path/checkpoint.safetensors``."""
+def ema_states(saved: dict, cfg: RunConfig) -> dict[str, dict]:
+    """``{decay name: weights}`` of a checkpoint's EMAs (one written before several EMAs holds the first's)."""
+    emas = saved["ema"]
+    if any(isinstance(v, Tensor) for v in emas.values()):
+        return {decay_name(cfg.train.ema[0]): emas}
+    return emas
+
+
+def ema_weights(saved: dict, cfg: RunConfig, ema: bool | str, where: Path) -> dict:
+    """The weights a checkpoint holds for ``ema``: True the first EMA of ``train.ema``, a decay's name (e.g.
+    ``"0.9999"``) that EMA, False the raw model's."""
+    if ema is False:
+        return saved["model"]
+    names = [decay_name(d) for d in cfg.train.ema]
+    name = names[0] if ema is True else str(ema)
+    if name not in names:
+        raise ConfigError(f"{where}: no EMA with decay {name}; the run keeps {', '.join(names)} (train.ema)")
+    return ema_states(saved, cfg)[name]
+
+
+def load_run(path: str | Path, ema: bool | str = True, device: str = "cpu") -> Run:
+    """Load ``path/config.yaml`` and the weights of ``path/checkpoint.safetensors`` (``ema``: see
+    :func:`ema_weights`) onto ``device`` (``auto``: cuda when available)."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"{path}: not a run directory (no {CONFIG_FILE})")
     cfg = load_config(path / CONFIG_FILE)
+    device = str(resolve_device(device))
     state = load_state(path / CHECKPOINT_FILE, device=device)
     try:
         saved = parse_config(read_yaml(state.get("config") or "{}"))
@@ -123,7 +151,7 @@ def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
     source = build_source(cfg.data)
     model = build_model(cfg, source, objective_class(cfg.objective.method).form).to(device)
     try:
-        model.load_state_dict(state["ema" if ema else "model"])
+        model.load_state_dict(ema_weights(state, cfg, ema, path))
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path / CHECKPOINT_FILE}: weights do not match the run's config "
                               f"({str(err).splitlines()[0]})") from None
@@ -140,7 +168,7 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callab
     if cfg.teacher.kind == "analytic":
         return source.mixture.teacher(interp, sigma0), {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
     where = cfg.teacher.path
-    run = load_run(where, device=cfg.train.device)
+    run = load_run(where, device=str(resolve_device(cfg.train.device)))
     if run.model.form == "endpoint":
         raise ConfigError(f"teacher {where} is an endpoint model ({run.cfg.objective.method}): its straight lines "
                           "to predicted endpoints are not a velocity field to distill; use a velocity or flow-map run")
@@ -169,6 +197,6 @@ def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
 
 def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu") -> PairTeacher:
     """A trained run directory as a pair teacher; its identity is the config's and the weights' SHA-256."""
-    run = load_run(path, device=str(resolve_device(device)))
+    run = load_run(path, device=device)
     return PairTeacher(teacher_sampler(run.model, solver, steps), run.identity, run.model.sigma0, run.source.shape,
                        run.model.num_classes)
