@@ -166,6 +166,13 @@ def test_rgb_evaluation_needs_a_feature_extractor(tmp_path, monkeypatch):
         image_meter(TensorSource(x, "rgb", heldout=x), None, {}, None)
     with pytest.raises(ConfigError, match="eval.reference names digits"):
         image_meter(TensorSource(x, "rgb", heldout=x), ["tiny"], {"digits": "x.npz"}, None)
+    np.save(tmp_path / "rgb.npy", _rgb(16))
+    cfg = parse_config({"data": {"kind": "images", "name": "npy", "path": str(tmp_path / "rgb.npy")},
+                        "model": {"net": "unet", "channels": 8, "mult": [1, 2], "num_res_blocks": 1},
+                        "eval": {"every": 2}, "train": {"steps": 2, "batch_size": 8, "device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"eval\.every=2: Inception features need local weights.*eval\.every=0"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # found before anything was written
 
 
 def test_eval_takes_the_grids_of_sample_and_reports_every_score(tmp_path, monkeypatch):

@@ -132,9 +132,7 @@ def test_pfmm_target_is_exact_when_its_frozen_copy_is():
 
 @pytest.mark.parametrize("method", ["fmm", "meanflow"])
 def test_stochastic_losses_are_smallest_at_the_exact_map(method):
-    # MeanFlow unweighted: its adaptive weight (the default) reweights samples by their own error, so the weighted
-    # loss of a stochastic target is not smallest at the exact map
-    obj = gauss_objective(method, **({"adaptive_p": 0.0} if method == "meanflow" else {}))
+    obj = gauss_objective(method)
     batch = {"x1": GAUSS.sample(8192)}
     losses = []
     for eps in (0.0, 0.05, -0.05):

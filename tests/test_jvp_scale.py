@@ -71,13 +71,14 @@ def test_adaptive_weight_and_logit_normal_times():
     assert k == 30_000 and torch.equal(s[:k], t[:k]) and bool((s[k:] <= t[k:]).all())
     logit = torch.logit(s[:k].double())
     assert abs(float(logit.mean()) - 0.4) < 0.03 and abs(float(logit.std()) - 1.0) < 0.03
-    mf = parse_config({**GMM, "objective": {"method": "meanflow"}}).objective
+    paper = {"method": "meanflow", "adaptive_p": 1, "time": "logit_normal"}  # the paper's c, mean, std: defaults
+    mf = parse_config({**GMM, "objective": paper}).objective
     assert (mf.adaptive_p, mf.adaptive_c, mf.time, mf.time_mean, mf.time_std, mf.eta) == \
         (1.0, 1e-3, "logit_normal", 0.4, 1.0, 0.75)
     with pytest.raises(ConfigError, match="choose one"):
         parse_config({**GMM, "objective": {"method": "lsd", "adaptive_p": 1, "learned_weight": True}})
     with pytest.raises(ConfigError, match="leave gap_start and anneal_steps unset"):
-        parse_config({**GMM, "objective": {"method": "meanflow", "anneal_steps": 10}})
+        parse_config({**GMM, "objective": {**paper, "anneal_steps": 10}})
 
 
 def test_accumulation_gives_the_whole_batch_gradient():

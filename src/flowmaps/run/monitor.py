@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.metrics.frechet import default_features, feature_extractor
 from ..core.sampling import DEFAULT_SOLVERS
 from ..data import Source
+from ..errors import ConfigError
 from ..io.images import grid, save_png, to_uint8
 from .config import RunConfig
 from .measure import W2_MAX, ImageMeter, image_meter, measure_samples
@@ -27,7 +28,11 @@ class Monitor:
         self.meter: ImageMeter | None = None
         if e.every:
             for name in default_features(source.shape, e.features):
-                feature_extractor(name, device=device)
+                try:
+                    feature_extractor(name, device=device)
+                except ConfigError as err:
+                    raise ConfigError(f"eval.every={e.every}: {err} (eval.every=0: no evaluation during "
+                                      "training)") from None
 
     def start(self, run_dir: Path) -> None:
         e = self.cfg.eval

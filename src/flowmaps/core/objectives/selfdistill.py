@@ -12,13 +12,12 @@ on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-dia
 the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ_s + (t − s) d/ds v(I_s, s, t))|²``,
 ``d/ds v = ∂_s v + ∇v · İ_s`` by one JVP with tangent (İ_s, 1, 0); on the diagonal it is flow matching, so all
 samples use the one formula. Its residual is ``−(∂_s X + ∇X · İ_s)``: the Eulerian flow-map condition. Its
-defaults are its paper's (*Mean Flows for One-step Generative Modeling*, Geng, Deng, Bai, Kolter and He):
-the adaptive loss weight and logit-normal times (:mod:`.mapbase`).
+paper (*Mean Flows for One-step Generative Modeling*, Geng, Deng, Bai, Kolter and He) trains it with the adaptive
+loss weight and logit-normal times (:mod:`.mapbase`), options here: on the 2-D benchmarks they made the one-step
+map worse (docs/benchmarks/meanflow_2d.md), so they are not the default.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from pydantic import Field
@@ -89,14 +88,12 @@ class PSDU(PSD):
 
 
 class MeanFlow(MapObjective):
-    """MeanFlow: the Eulerian condition on the average velocity with the conditional velocity İ_s; by default as
-    its paper trains it: the adaptive weight with p = 1, c = 10⁻³ and logit-normal times (the paper's
-    N(−0.4, 1) with noise at t = 1 is N(0.4, 1) here), a quarter of the batch off the diagonal."""
+    """MeanFlow: the Eulerian condition on the average velocity with the conditional velocity İ_s, a quarter of
+    the batch off the diagonal. Its paper's training is ``adaptive_p: 1`` (c = 10⁻³) and ``time: logit_normal``
+    (the paper's N(−0.4, 1) with noise at t = 1 is N(0.4, 1) here, the default mean)."""
 
     class Config(MapOptions):
         eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch with s = t")
-        adaptive_p: float = Field(1.0, ge=0, description="adaptive weight 1/(‖Δ‖² + c)^p on each sample (0: none)")
-        time: Literal["uniform", "logit_normal"] = "logit_normal"
 
     def loss(self, model, batch, step):
         x0, x1, label, s, t, k = self.draw(batch, step)
