@@ -1,4 +1,4 @@
-"""``flowmaps prepare``: an image data set → a prepared image store, read memory-mapped by training.
+"""``flowmaps prepare``: an image data set → a prepared image store, which training streams from disk.
 
 The store is a sharded store (:mod:`flowmaps.io.shards`) of kind ``images`` with the fields ``x`` (uint8
 (C, H, W)) and ``label`` (int64; −1 for an unlabelled set). Its manifest records the source (path, set, split,

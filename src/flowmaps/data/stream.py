@@ -1,8 +1,9 @@
 """``data.kind: prepared`` — training images streamed from a prepared store (``flowmaps prepare``).
 
-The store's uint8 shards are memory-mapped; a :class:`torch.utils.data.DataLoader` with ``workers`` processes
-turns index batches into float batches in [−1, 1] (``x/127.5 − 1``), flipped on the fly (``hflip``). Only the
-rows of the batches in flight are read, so a training process's memory does not grow with the store's size.
+A :class:`torch.utils.data.DataLoader` with ``workers`` processes reads each batch's rows from the store's uint8
+shards (positional reads, :class:`flowmaps.io.shards.ShardReader`) and turns them into float batches in [−1, 1]
+(``x/127.5 − 1``), flipped on the fly (``hflip``). Only the rows of the batches in flight are read, so a training
+process's memory does not grow with the store's size.
 
 Batch ``k`` of rank ``r`` (of ``W`` ranks) is a function of (seed, k, r) alone, so a resumed run draws the
 same batches as an uninterrupted one with nothing in the checkpoint but the step: epoch ``e``'s permutation
