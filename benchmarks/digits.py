@@ -100,7 +100,7 @@ def main() -> None:
             m = models[name]
             for solver, label in (("map", "line"), ("renoise", "fresh noise")):
                 for n_steps, idx in GRIDS.items():
-                    s = run_sampler(m, x0, solver, seed=1234 + k, edm_steps=list(idx))
+                    s = run_sampler(m, x0, solver, seed=1234 + k, edm_grid=list(idx))
                     add((title, label, f"EDM σ idx {','.join(map(str, idx))}", s.nfe), s.x, first,
                         panel=solver == "map" and n_steps < 4)
         for n_steps in (1, 2, 4):

@@ -16,17 +16,18 @@ smaller ``--steps``/``--pairs`` only to smoke-test the script.
 [−1, 1]²), base ``N(0, σ0² I)`` with σ0 = the data's std. Teacher: EDM (``configs/checker_edm.yaml``), pairs from
 its Heun sampler (18 steps, 35 NFE). Every model is an MLP 128×3 trained 2,000 steps of batch 512 (RAdam,
 cosine, EMA; the recipes are the ``configs/checker_*.yaml`` files with ``train.steps`` shortened to fit a CPU
-budget of about 10 minutes on one shared core). BOT-CFM uses B = 64 and 256 (its OT batch is its training
-batch; an exact 1024×1024 assignment costs about 2 s per step on this CPU). Rerunning skips what is finished
-(runs resume, the pair store resumes).
+budget of about 10 minutes on one shared core). 1-RF is CFM on the data with the independent coupling and the
+straight path (σ = 0, which is also I-CFM's path at σ = 0); 2-RF is reflow of 1-RF on 1-RF's *own* pairs (its
+ODE solved by dopri5 from the same noise seeds); OT-CFM is minibatch exact OT with a Gaussian path of width
+σ = 0.1 (``configs/checker_otcfm.yaml``, as Tong et al. train it) at the training batch of 512; BOT-CFM is batch
+OT at σ = 0 (Pooladian et al.) at B = 64 and 256 (its OT batch is its training batch). Rerunning skips what is
+finished (runs resume, the pair stores resume).
 
-**table1.** Straightness of EDM, CFM / 1-RF, BOT-CFM (two batch sizes), 2-RF, LMM. OT-CFM in the paper is CFM
-with the linear ("OT") conditional path; in this library that is the same objective as 1-RF (linear path,
-independent coupling), so one run stands for both. Straightness ``S = ∫₀¹ E‖(X_1 − X_0) − Ẋ_t‖² dt``
-(``flowmaps.core.metrics.straightness``) of each model's own ODE in the t ∈ [0, 1] frame, from 2,000 noise
-samples, RK4 with 64 steps; an LMM's ODE follows its line direction ``v(x, t, 1) = (f(x, t) − x)/(1 − t)``.
-Figure: per model, the velocity field at t = 0 ("initial flow"), at t = 0.5 ("mid-step flow") and 300
-trajectories. CPU budget: the shared training, then 2 minutes.
+**table1.** Straightness of EDM, 1-RF, OT-CFM, BOT-CFM (two batch sizes), 2-RF, LMM. Straightness
+``S = ∫₀¹ E‖(X_1 − X_0) − Ẋ_t‖² dt`` (``flowmaps.core.metrics.straightness``) of each model's own ODE in the t ∈ [0,
+1] frame, from 2,000 noise samples, RK4 with 64 steps; an LMM's ODE follows its line direction ``v(x, t, 1) = (f(x,
+t) − x)/(1 − t)``. Figure: per model, the velocity field at t = 0 ("initial flow"), at t = 0.5 ("mid-step flow") and
+300 trajectories. CPU budget: the shared training, then 2 minutes.
 
 **quality.** LMM at N = 1, 2 (deterministic line and consistency-style samplers) beside its EDM teacher at
 35 NFE and the baselines (1-RF, BOT-CFM, 2-RF) at N = 1, 2, 4. KL(target ‖ model) on the 50×50 histogram over
@@ -56,16 +57,19 @@ from flowmaps.run.trainer import train
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 TEACHER = "EDM (teacher)"
+RF1, RF2 = "1-RF (CFM)", "2-RF (reflow of 1-RF on its own pairs)"
+PAIRS_OF = {RF2: (RF1, "adaptive", 1, "pairs_rf1")}  # a pair-trained run whose pairs are not the teacher's
 
 
 def recipes(steps: int) -> dict[str, tuple[str, list[str]]]:
     """name -> (config, overrides); pair-trained runs read the teacher's pair store."""
     return {
         TEACHER: ("checker_edm", []),
-        "1-RF (CFM, linear path)": ("checker_rf1", []),
+        RF1: ("checker_rf1", []),
+        "OT-CFM (σ = 0.1)": ("checker_otcfm", []),
         "BOT-CFM B=64": ("checker_botcfm", ["train.batch_size=64"]),
         "BOT-CFM B=256": ("checker_botcfm", ["train.batch_size=256"]),
-        "2-RF (reflow on pairs)": ("checker_rf2", []),
+        RF2: ("checker_rf2", []),
         "LMM": ("checker_lmm", []),
         "LMM + adversarial": ("checker_lmm_adv", [f"objective.adv_start={int(0.7 * steps)}"]),
         "LMM + SOT (idx 0,1)": ("checker_lmm", ["objective.time=sot", "objective.sot_steps=[0,1]"]),
@@ -77,17 +81,19 @@ def run_dir(root: Path, name: str) -> Path:
 
 
 def ensure(names: list[str], args, progress: bool = False) -> dict[str, Run]:
-    """Train (or resume) the named runs, making the teacher's pair store first when a run needs it."""
-    root = Path(args.root)
-    pairs, teacher_dir, runs = root / "pairs", run_dir(root, TEACHER), recipes(args.steps)
+    """Train (or resume) the named runs (and the runs whose pairs they train on), making each pair store first."""
+    root, runs = Path(args.root), recipes(args.steps)
+    order = [TEACHER] + [PAIRS_OF[n][0] for n in names if n in PAIRS_OF] + names
     out = {}
-    for name in [TEACHER] + [n for n in names if n != TEACHER]:
+    for name in dict.fromkeys(order):
         cfg_name, over = runs[name]
         over = over + [f"train.steps={args.steps}"]
         cfg = load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml", over)
         if cfg.data.kind == "pairs":
-            generate_pairs(pair_teacher(teacher_dir, "edm", 18), args.pairs, pairs, seed=0, solver="edm", steps=18,
-                           shard_size=16_384, batch_size=8192, progress=progress)
+            source, solver, steps, folder = PAIRS_OF.get(name, (TEACHER, "edm", 18, "pairs"))
+            pairs = root / folder
+            generate_pairs(pair_teacher(run_dir(root, source), solver, steps), args.pairs, pairs, seed=0,
+                           solver=solver, steps=steps, shard_size=16_384, batch_size=8192, progress=progress)
             cfg = load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml", over + [f"data.path={pairs}"])
         print(f"[bench] {name}: {cfg.objective}, {cfg.train.steps} steps", flush=True)
         train(cfg, run_dir(root, name), resume=True, progress=progress)
@@ -105,9 +111,9 @@ def cmd_runs(args) -> None:
 
 # ----- table1: straightness --------------------------------------------------------------------------------------
 
-TABLE1 = [TEACHER, "1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)", "LMM"]
-PAPER_TABLE = {TEACHER: 0.0397, "1-RF (CFM, linear path)": "0.043 (1-RF) / 0.0417 (OT-CFM)",
-              "BOT-CFM B=64": 0.030, "BOT-CFM B=256": 0.030, "2-RF (reflow on pairs)": 0.00135, "LMM": 0.00183}
+TABLE1 = [TEACHER, RF1, "OT-CFM (σ = 0.1)", "BOT-CFM B=64", "BOT-CFM B=256", RF2, "LMM"]
+PAPER_TABLE = {TEACHER: 0.0397, RF1: 0.043, "OT-CFM (σ = 0.1)": 0.0417, "BOT-CFM B=64": 0.030, "BOT-CFM B=256": 0.030,
+               RF2: 0.00135, "LMM": 0.00183}
 
 
 def cmd_table1(args) -> None:
@@ -154,7 +160,7 @@ def cmd_table1(args) -> None:
 
 # ----- quality: KL per NFE ---------------------------------------------------------------------------------------
 
-BASELINES = ["1-RF (CFM, linear path)", "BOT-CFM B=64", "BOT-CFM B=256", "2-RF (reflow on pairs)"]
+BASELINES = [RF1, "OT-CFM (σ = 0.1)", "BOT-CFM B=64", "BOT-CFM B=256", RF2]
 LMMS = ["LMM", "LMM + adversarial", "LMM + SOT (idx 0,1)"]  # SOT: trained only at the 2-step sampler's times
 
 
@@ -182,7 +188,7 @@ def cmd_quality(args) -> None:
         m = runs[name].model
         for solver, label in (("map", "line (deterministic)"), ("renoise", "consistency (fresh noise)")):
             for idx in ((0,), (0, 1)):
-                s = run_sampler(m, x0, solver, edm_steps=list(idx))
+                s = run_sampler(m, x0, solver, edm_grid=list(idx))
                 add(name, label, f"EDM σ idx {','.join(map(str, idx))}", s.x, s.nfe)
             for k in (1, 2):
                 s = run_sampler(m, x0, solver, grid=constant_speed_grid(k))

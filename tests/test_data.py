@@ -12,7 +12,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def test_toy_registry_has_the_four_2d_sets():
-    assert set(TOY) == {"checker", "8gaussians", "moons", "spirals"}
+    assert set(TOY) == {"checker", "8gaussians", "moons", "spirals", "rings", "wave", "clusters"}
 
 
 @pytest.mark.parametrize("name", sorted(TOY))

@@ -186,7 +186,7 @@ def test_eval_takes_the_grids_of_sample_and_reports_every_score(tmp_path, monkey
     train(cfg, run, progress=False)
     r = forked_cli("eval", run)  # RGB without Inception: one line naming what to set
     assert r.returncode == 2 and "FLOWMAPS_INCEPTION_WEIGHTS" in error_line(r)
-    for args in (["--steps", "1,2"], ["--grid", "0,0.5,1"], ["--edm-steps", "0,1"]):
+    for args in (["--steps", "1,2"], ["--grid", "0,0.5,1"], ["--edm-grid", "0,1"]):
         r = forked_cli("eval", run, "--features", "tiny", "--device", "cpu", "--quiet", *args)
         assert r.returncode == 0, r.stderr
         rows = json.loads((run / "eval.json").read_text())

@@ -46,7 +46,7 @@ HOSTILE = {
     "re-noising a velocity model": ([*SAMPLE, "--solver", "renoise"],
                                     r"solver 'renoise' samples endpoint models, not a velocity model"),
     "--steps with --grid": ([*SAMPLE, "--steps", "2", "--grid", "0,0.5,1"], r"not allowed with argument --steps"),
-    "EDM indices out of order": ([*SAMPLE, "--edm-steps", "1,0"], r"EDM step indices must be strictly increasing"),
+    "EDM indices out of order": ([*SAMPLE, "--edm-grid", "1,0"], r"EDM step indices must be strictly increasing"),
     "a demo into a foreign folder": (["demo", "--fast", "--quiet", "--out", "{d}/foreign"],
                                      r"foreign: exists and is not a demo folder"),
 }

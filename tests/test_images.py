@@ -319,7 +319,7 @@ def test_cli_image_runs_train_sample_eval(tmp_path, capsys):
                         f"{{kind: pairs, path: {pairs}}}")]) == 0
     metrics = (lmm / "metrics.csv").read_text()
     assert "adv_lambda" in metrics.splitlines()[0]
-    assert main(["sample", str(lmm), "--n", "16", "--edm-steps", "0,1", "--out", str(tmp_path / "lmm.png")]) == 0
+    assert main(["sample", str(lmm), "--n", "16", "--edm-grid", "0,1", "--out", str(tmp_path / "lmm.png")]) == 0
 
 
 def test_unknown_unet_option_is_one_clear_line():

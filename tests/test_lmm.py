@@ -220,3 +220,22 @@ def test_edm_objective_learns_the_velocity(tmp_path):
         exact = MIX.velocity(x, tt, sigma0=S0)
         err = (model.velocity(x, tt) - exact).norm(dim=1).pow(2).mean() / exact.norm(dim=1).pow(2).mean()
         assert err < 0.08, (t, float(err))  # relative mean squared error; a zero velocity scores 1
+
+
+def test_default_time_law_trains_at_the_samplers_start(store):
+    """Every EDM-grid sampler starts at σ_max = 80: the default time law draws σ ≥ σ_max/2 at least 1 % of the time
+    (EDM's log-normal law: about 2·10⁻⁶), and never beyond σ_max."""
+    from flowmaps.core.paths import t_to_sigma
+    from flowmaps.data import build_source
+    from flowmaps.run.build import build_objective
+
+    cfg = lmm_cfg(store)
+    assert cfg.objective.time == "karras"
+    obj, _ = build_objective(cfg, build_source(cfg.data))
+    torch.manual_seed(0)
+    sigma = t_to_sigma(obj.draw_times(200_000, "cpu").double(), obj.ctx.sigma0)
+    assert float((sigma >= 40).double().mean()) >= 0.01 and float(sigma.max()) <= 80.0 + 1e-6
+    lognormal = parse_config(cfg.model_dump(mode="json"), ["objective.time=lognormal"])
+    obj, _ = build_objective(lognormal, build_source(lognormal.data))
+    sigma = t_to_sigma(obj.draw_times(200_000, "cpu").double(), obj.ctx.sigma0)
+    assert float((sigma >= 40).double().mean()) < 1e-3

@@ -9,6 +9,7 @@ on disk is written or overwritten. Any other exception is a bug and shows its tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -143,10 +144,10 @@ def cmd_pairs(args) -> None:
 
 def _sampling(run, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
-    from ..core.sampling import DEFAULT_SOLVERS, class_labels, get_solver
+    from ..core.sampling import DEFAULTS, class_labels, get_solver
 
     solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
-        list(DEFAULT_SOLVERS[run.model.form][:1])
+        [DEFAULTS[run.model.form].solver]
     try:
         for name in solvers:
             get_solver(name, run.model.form)
@@ -167,8 +168,13 @@ def _load(args):
     return load_run(args.run, ema=args.ema or True, device=device), device
 
 
-def _spec(args, solver: str) -> dict:
-    return {"solver": solver, "steps": args.steps, "grid": args.grid, "edm_steps": args.edm_steps}
+def _spec(args, run, solver: str) -> dict:
+    """The sampler of ``sample``: ``solver`` on ``--steps`` (default: the form's), ``--grid`` or ``--edm-grid``."""
+    from ..core.sampling import DEFAULTS
+
+    steps = None if args.grid is not None or args.edm_grid is not None else \
+        args.steps or DEFAULTS[run.model.form].steps
+    return {"solver": solver, "steps": steps, "grid": args.grid, "edm_grid": args.edm_grid}
 
 
 def cmd_sample(args) -> None:
@@ -186,7 +192,7 @@ def cmd_sample(args) -> None:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
     if out.suffix and distributed.world()[1] > 1:
         raise ConfigError(f"{out}: several processes write a folder of PNGs (--out DIR), not one {out.suffix} file")
-    spec = {**_spec(args, solvers[0]), "cls": args.cls}
+    spec = {**_spec(args, run, solvers[0]), "cls": args.cls}
     shape, n, seed, batch = run.source.shape, args.n, args.seed, args.batch_size or run.cfg.eval.batch
     note = ""
     if out.suffix == ".npy":
@@ -221,9 +227,9 @@ def cmd_eval(args) -> None:
             raise ConfigError(f"--ref {args.ref}: the run measures features {names or 'none'}; --ref needs exactly "
                               "one (set --features)")
         references[names[0]] = args.ref
-    steps = None if args.grid is not None or args.edm_steps is not None else args.steps or e.steps
+    steps = None if args.grid is not None or args.edm_grid is not None else args.steps or e.steps
     rows = evaluate(run.model, run.source, steps, args.n, e.seed, solvers, bins=e.bins, features=features,
-                    grid=args.grid, edm_steps=args.edm_steps, references=references, stats_dir=run.path / "stats",
+                    grid=args.grid, edm_grid=args.edm_grid, references=references, stats_dir=run.path / "stats",
                     batch=args.batch_size or e.batch, device=device, progress=not args.quiet)
     if distributed.world()[0] == 0:
         save_rows(run.path / "eval", rows)
@@ -250,6 +256,12 @@ def cmd_prepare(args) -> None:
           f"{len(m['shards'])} shards -> {out}")
 
 
+def cmd_info(args) -> None:
+    from .info import describe_run
+
+    print(describe_run(Path(args.run)))
+
+
 def cmd_demo(args) -> None:
     from ..run.build import resolve_device
     from .demo import demo
@@ -266,28 +278,28 @@ def _solver_help() -> str:
 _DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)"
 
 
-def _sampler_args(p: argparse.ArgumentParser, steps_default: int | None) -> None:
-    """The sampling grid (one of --steps, --grid, --edm-steps), --device, --ema and --batch-size of sample/eval."""
+def _sampler_args(p: argparse.ArgumentParser, steps_help: str) -> None:
+    """The sampling grid (one of --steps, --grid, --edm-grid), --device, --ema and --batch-size of sample/eval."""
     from ..core.sampling import EDM_SUBSETS
 
     how = p.add_mutually_exclusive_group()
-    if steps_default is None:
-        how.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
-    else:
-        how.add_argument("--steps", type=_positive, default=steps_default,
-                         help=f"number of steps on a uniform grid (default {steps_default})")
-    how.add_argument("--grid", type=_grid, help="explicit time grid instead of --steps, e.g. 0,0.5,1")
-    how.add_argument("--edm-steps", type=_edm_indices, help="instead of --steps: increasing indices into EDM's "
-                     "18-step σ grid; lines matching's samplers are "
-                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)} (NFE 1, 2, 3, 3, 4)")
+    how.add_argument("--steps", type=_steps if "comma" in steps_help else _positive, help=steps_help)
+    how.add_argument("--grid", type=_grid, help="an explicit time grid from noise (0) to data (1), e.g. 0,0.5,1")
+    how.add_argument("--edm-grid", type=_edm_indices, help="a time grid of EDM's 18 σ levels: increasing indices "
+                     "into them (lines matching's samplers are "
+                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)}, NFE 1, 2, 3, 3, 4)")
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--ema", help="the EMA to sample, by its decay (e.g. 0.9999; default: the first of train.ema)")
     p.add_argument("--batch-size", type=_positive, help="samples per batch on the device")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
 
-    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching.")
+    p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching. "
+                "`edm` names three things: the objective (EDM's denoiser training), the solver (EDM's Heun "
+                "sampler) and sample's --edm-grid (a time grid of EDM's σ levels).")
+    p.add_argument("--version", action="version", version=f"flowmaps {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a config into a run directory")
@@ -319,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a run, in batches")
     s.add_argument("run")
-    _sampler_args(s, 1)
+    _sampler_args(s, "N steps on a uniform time grid (default: heun 18 steps for a velocity model, 1 step of map "
+                  "for a flow map or an endpoint model)")
     s.add_argument("--n", type=_positive, default=10_000)
-    s.add_argument("--solver", help=f"default: the model's own. {_solver_help()}")
+    s.add_argument("--solver", help=f"the sampler (default: heun for a velocity model, map otherwise). "
+                   f"{_solver_help()}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
                    "(default: every class equally often, label_i = i mod classes)")
@@ -330,11 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite a FILE --out if it exists")
     s.set_defaults(func=cmd_sample)
 
+    i = sub.add_parser("info", help="a run's config, steps done, teacher, data and metrics")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
     e = sub.add_parser("eval", help="metrics at several step counts or one grid (writes RUN/eval.json and eval.md)")
     e.add_argument("run")
-    _sampler_args(e, None)
+    _sampler_args(e, "comma-separated, e.g. 1,2,4,8,16 (default: the config's eval.steps)")
     e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
-    e.add_argument("--solver", help=f"comma-separated (default: by model form). {_solver_help()}")
+    e.add_argument("--solver", help="comma-separated (default: euler and heun, plus the adaptive solve, for a velocity "
+                   f"model; map for a flow map; map and renoise for an endpoint model). {_solver_help()}")
     e.add_argument("--features", help="comma-separated feature extractors for images (default: the config's "
                    "eval.features, else digits for one channel, inception for RGB)")
     e.add_argument("--ref", help="reference statistics .npz (mu, sigma) of the feature set, e.g. a published "
@@ -375,7 +394,17 @@ def out_of_memory(err: BaseException) -> str | None:
     return None
 
 
+def quiet_waits() -> None:
+    """OpenMP threads that sleep while they wait, unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set: on
+    cores shared with another busy process, threads spinning at a barrier for a descheduled sibling made training
+    up to 30× slower; sleeping ones lose about the share of the cores they lose (benchmarks/contention.py). It
+    takes effect when torch is first imported, which the command line does after this."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_waits()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -391,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowmaps: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `flowmaps info RUN | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         distributed = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.core.distributed")
         if distributed is not None:  # loaded only by commands that use it

@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor
 
 from ..core.models import FlowMap
-from ..core.sampling import DEFAULT_SOLVERS, run_sampler
+from ..core.sampling import DEFAULTS, run_sampler
 from ..io.files import write_text
 from ..run.measure import W2_MAX, image_meter, measure, measure_samples
 
@@ -21,15 +21,15 @@ __all__ = ["evaluate", "markdown_table", "measure", "run_sampler", "sampler_spec
 
 
 def sampler_specs(form: str, steps: list[int] | None, solvers: tuple[str, ...] | list[str] | None = None,
-                  grid: Tensor | None = None, edm_steps: list[int] | None = None,
+                  grid: Tensor | None = None, edm_grid: list[int] | None = None,
                   adaptive: bool | None = None) -> list[dict[str, Any]]:
     """The samplers of an evaluation: each solver (default: the model form's) at each step count, or on the one
-    ``grid`` / ``edm_steps``; plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
-    solvers = list(solvers or DEFAULT_SOLVERS[form])
+    ``grid`` / ``edm_grid``; plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
+    solvers = list(solvers or DEFAULTS[form].evaluate)
     if grid is not None:
         return [{"solver": s, "grid": grid} for s in solvers]
-    if edm_steps is not None:
-        return [{"solver": s, "edm_steps": list(edm_steps)} for s in solvers]
+    if edm_grid is not None:
+        return [{"solver": s, "edm_grid": list(edm_grid)} for s in solvers]
     specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in solvers for k in steps or [1]]
     if adaptive if adaptive is not None else form == "velocity":
         specs.append({"solver": "adaptive", "steps": None})
@@ -40,15 +40,15 @@ def _describe(spec: dict[str, Any]) -> dict[str, Any]:
     if "grid" in spec:
         return {"solver": spec["solver"], "steps": len(spec["grid"]) - 1,
                 "grid": ",".join(f"{float(t):g}" for t in spec["grid"])}
-    if "edm_steps" in spec:
-        return {"solver": spec["solver"], "steps": len(spec["edm_steps"]),
-                "grid": "EDM σ idx " + ",".join(map(str, spec["edm_steps"]))}
+    if "edm_grid" in spec:
+        return {"solver": spec["solver"], "steps": len(spec["edm_grid"]),
+                "grid": "EDM σ idx " + ",".join(map(str, spec["edm_grid"]))}
     return {"solver": spec["solver"], "steps": spec["steps"]}
 
 
 def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int = 1234,
              solvers: tuple[str, ...] | None = None, adaptive: bool | None = None, bins: int = 50,
-             features: list[str] | None = None, grid: Tensor | None = None, edm_steps: list[int] | None = None,
+             features: list[str] | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
              references: dict[str, str] | None = None, stats_dir: str | Path | None = None, batch: int = 500,
              device: str = "cpu", progress: bool = False) -> list[dict]:
     """One row per sampler of :func:`sampler_specs`: NFE, n and the metrics of :func:`measure_samples` against
@@ -59,7 +59,7 @@ def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int 
     meter = image_meter(source, features, references or {}, stats_dir, device, batch, progress)
     ref = source.reference(min(n, W2_MAX) if len(source.shape) == 3 else n, seed=seed + 1)
     rows = []
-    for spec in sampler_specs(model.form, steps, solvers, grid, edm_steps, adaptive):
+    for spec in sampler_specs(model.form, steps, solvers, grid, edm_grid, adaptive):
         row, _ = measure_samples(model, source, ref, n, seed, batch, meter, bins, **spec)
         rows.append({**_describe(spec), **row})
     return rows

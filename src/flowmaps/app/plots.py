@@ -21,7 +21,8 @@ def save_figure(fig, path: str | Path) -> None:
 
 def scatter_panels(panels: list[tuple[str, Tensor]], path: str | Path, bounds: tuple[float, float] | None = None,
                    cols: int | None = None, max_points: int = 20_000) -> None:
-    """One scatter plot per ``(title, samples (N, 2))`` in a grid of ``cols`` columns."""
+    """One scatter plot per ``(title, samples (N, 2))`` in a grid of ``cols`` columns (``samples`` None: an empty
+    cell)."""
     cols = cols or len(panels)
     rows = (len(panels) + cols - 1) // cols
     fig = Figure(figsize=(2.6 * cols, 2.6 * rows))
@@ -29,6 +30,8 @@ def scatter_panels(panels: list[tuple[str, Tensor]], path: str | Path, bounds: t
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (title, x) in zip(axes.flat, panels):
+        if x is None:  # an empty cell of the grid
+            continue
         x = x[:max_points].detach().cpu()
         ax.scatter(x[:, 0], x[:, 1], s=0.3, alpha=0.5, linewidths=0, color="C0")
         if bounds is not None:

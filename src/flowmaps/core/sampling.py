@@ -1,7 +1,8 @@
 """Samplers: the base noise, time grids, ODE solvers for velocity fields, and flow-map composition.
 
 One table, :data:`SOLVERS`, names every solver, the model forms it samples, its NFE for a number of steps, and
-what a step means; :data:`DEFAULT_SOLVERS` gives each model form its solvers. Every sampler returns
+what a step means; :data:`DEFAULTS` gives each model form its sampler (solver and steps) and the solvers an
+evaluation compares. Every sampler returns
 :class:`Samples` with the number of network evaluations (NFE) actually spent, and draws its randomness (the
 re-noising of consistency-style sampling) from a generator it is given, never from the global RNG.
 """
@@ -19,6 +20,7 @@ from torchdiffeq import odeint
 
 from .distributed import world
 from .paths import sigma_to_t, velocity_to_denoiser
+from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
@@ -40,18 +42,34 @@ class Solver:
 
 ALL_FORMS = ("velocity", "flowmap", "endpoint")
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
-    Solver("map", ALL_FORMS, 1, "compose the model's own steps X_{t_i,t_{i+1}} (a flow map's sampler; a velocity "
-           "model's step is an Euler step, an endpoint model's follows the line to its prediction)"),
-    Solver("renoise", ("endpoint",), 1, "consistency-style: predict the endpoint, re-noise it with fresh noise"),
-    Solver("euler", ALL_FORMS, 1, "Euler steps of the model's velocity on a uniform grid"),
-    Solver("heun", ALL_FORMS, 2, "Heun (trapezoid) steps of the model's velocity on a uniform grid"),
-    Solver("rk4", ALL_FORMS, 4, "classical Runge-Kutta steps of the model's velocity on a uniform grid"),
-    Solver("edm", ALL_FORMS, 2, "EDM's Heun sampler on its rho=7 sigma schedule, last step Euler "
-           "(18 steps = 35 NFE)", nfe_offset=-1),
-    Solver("adaptive", ALL_FORMS, None, "torchdiffeq's dopri5 at rtol = atol = 1e-5 (steps are ignored)"),
+    Solver("map", ALL_FORMS, 1, "N steps compose the model's own map X_{t_i,t_{i+1}} (the flow-map sampler; a "
+           "velocity model's step is an Euler step, an endpoint model's follows the line to its prediction): N NFE"),
+    Solver("renoise", ("endpoint",), 1, "N consistency-style steps: predict the endpoint, re-noise it with fresh "
+           "noise: N NFE"),
+    Solver("euler", ALL_FORMS, 1, "N Euler steps of the model's velocity: N NFE"),
+    Solver("heun", ALL_FORMS, 2, "N Heun (trapezoid) steps of the model's velocity: 2N NFE"),
+    Solver("rk4", ALL_FORMS, 4, "N classical Runge-Kutta steps of the model's velocity: 4N NFE"),
+    Solver("edm", ALL_FORMS, 2, "EDM's Heun sampler on N levels of its rho=7 sigma schedule, last step Euler: "
+           "2N - 1 NFE (18 levels = 35 NFE)", nfe_offset=-1),
+    Solver("adaptive", ALL_FORMS, None, "torchdiffeq's dopri5 at rtol = atol = 1e-5 (N is ignored; the NFE "
+           "is counted)"),
 )}
-DEFAULT_SOLVERS: dict[str, tuple[str, ...]] = {"velocity": ("euler", "heun"), "flowmap": ("map",),
-                                              "endpoint": ("map", "renoise")}
+
+
+@dataclass(frozen=True)
+class FormDefaults:
+    """A model form's sampler (``solver``, ``steps``) and the solvers an evaluation compares at every step count."""
+
+    solver: str
+    steps: int
+    evaluate: tuple[str, ...]
+
+
+DEFAULTS: dict[str, FormDefaults] = {
+    "velocity": FormDefaults("heun", 18, ("euler", "heun")),  # 36 NFE; an evaluation adds the adaptive solve
+    "flowmap": FormDefaults("map", 1, ("map",)),
+    "endpoint": FormDefaults("map", 1, ("map", "renoise")),
+}
 
 
 def get_solver(name: str, form: str | None = None) -> Solver:
@@ -116,10 +134,8 @@ def edm_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.
     """EDM's ρ-schedule ``σ_i = (σ_max^{1/ρ} + i/(N-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ``, i < N, and σ_N = 0."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    i = torch.arange(steps, dtype=torch.float64)
-    frac = i / max(steps - 1, 1)
-    sig = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    u = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
+    return torch.cat([karras_sigma(u, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
 
 
 def edm_grid(steps: int = 18, sigma0: float = 1.0, **kw) -> Tensor:
@@ -318,17 +334,17 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
 
 
 def run_sampler(model, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
-                grid: Tensor | None = None, edm_steps: list[int] | None = None, label: Tensor | None = None) -> Samples:
+                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None) -> Samples:
     """``steps`` uniform steps of ``solver``, the time ``grid``, or lines matching's grid of EDM σ indices
-    ``edm_steps`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class ``label`` per sample for
+    ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class ``label`` per sample for
     a class-conditional model.
 
     The re-noising stream has its own generator, offset from ``seed``: :func:`noise` draws x0 from ``seed``
     itself, and fresh noise equal to x0 would turn consistency-style sampling into the deterministic line sampler.
     """
     g = torch.Generator().manual_seed(seed + 1_000_003)
-    if edm_steps is not None:
-        grid = edm_subset_grid(edm_steps, model.sigma0)
+    if edm_grid is not None:
+        grid = edm_subset_grid(edm_grid, model.sigma0)
         x0 = start_state(model, x0, grid)
     elif grid is None:
         grid = uniform_grid(steps or 1)
@@ -337,7 +353,7 @@ def run_sampler(model, x0: Tensor, solver: str, steps: int | None = None, seed: 
 
 @torch.no_grad()
 def sample_batches(model, shape: tuple[int, ...], n: int, seed: int, batch: int, solver: str,
-                   steps: int | None = None, grid: Tensor | None = None, edm_steps: list[int] | None = None,
+                   steps: int | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
                    cls: int | None = None, done: Callable[[int, int], bool] | None = None,
                    ) -> Iterator[tuple[int, Tensor, int]]:
     """``(start, samples on the CPU, NFE)`` for the batches of ``n`` samples that are this process's: batch j of
@@ -351,6 +367,6 @@ def sample_batches(model, shape: tuple[int, ...], n: int, seed: int, batch: int,
         if j % size != rank or (done is not None and done(a, len(z))):
             continue
         label = class_labels(model.num_classes, len(z), cls, start=a)
-        s = run_sampler(model, z.to(device), solver, steps, seed + a, grid, edm_steps,
+        s = run_sampler(model, z.to(device), solver, steps, seed + a, grid, edm_grid,
                         None if label is None else label.to(device))
         yield a, s.x.cpu(), s.nfe

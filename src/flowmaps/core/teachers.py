@@ -118,10 +118,13 @@ class AnalyticTeacher(Options):
 
 class RunTeacher(Options):
     """``teacher.kind: run`` — the velocity of a trained flowmaps run directory at ``path``, pinned by the
-    SHA-256 of its config and checkpoint when a distillation starts."""
+    SHA-256 of its config and checkpoint when a distillation starts. ``init``: the student starts from the
+    teacher's (EMA) weights, which needs the teacher's network (same ``model`` section); its diagonal ``v(x, t, t)``
+    is then the teacher's velocity from the first step."""
 
     kind: Literal["run"] = "run"
     path: str
+    init: bool = False
 
 
 TEACHERS: dict[str, type[Options]] = {"analytic": AnalyticTeacher, "run": RunTeacher}

@@ -68,6 +68,14 @@ def logit_normal_times(n: int, eta: float = 0.0, mean: float = 0.0, std: float =
     return s, t, n_diag
 
 
+def karras_sigma(u: Tensor, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
+    """EDM's ρ-schedule at positions ``u`` ∈ [0, 1]: ``σ(u) = (σ_max^{1/ρ} + u (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ``
+    (u = 0: σ_max, u = 1: σ_min). Its sampler's levels are ``u = i/(N − 1)``; training on ``u ~ U[0, 1]`` draws
+    noise levels with the density the sampler spends its steps at, σ_max included."""
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (a + u * (b - a)) ** rho
+
+
 def lognormal_sigma(n: int, p_mean: float = -1.2, p_std: float = 1.2, device=None) -> Tensor:
     """EDM's training noise levels: ``ln σ ~ N(P_mean, P_std²)`` (map to t with :func:`paths.sigma_to_t`)."""
     return (p_mean + p_std * torch.randn(n, device=device)).exp()

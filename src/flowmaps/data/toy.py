@@ -72,11 +72,47 @@ def spirals(
     return p + noise * torch.randn(n, 2, generator=generator, device=dev)
 
 
+def rings(n: int, generator: torch.Generator | None = None, radii: tuple[float, ...] = (0.4, 1.0),
+          noise: float = 0.03) -> torch.Tensor:
+    """Concentric rings: radius ``r_k`` (chosen with probability ∝ r_k, so the density along each ring is the
+    same), angle ``θ ~ U[0, 2π)``, then N(0, noise² I)."""
+    dev = _device(generator)
+    r = torch.tensor(radii, device=dev)
+    k = torch.multinomial(r / r.sum(), n, replacement=True, generator=generator)
+    theta = 2 * math.pi * torch.rand(n, generator=generator, device=dev)
+    p = r[k].unsqueeze(1) * torch.stack([theta.cos(), theta.sin()], dim=1)
+    return p + noise * torch.randn(n, 2, generator=generator, device=dev)
+
+
+def wave(n: int, generator: torch.Generator | None = None, noise: float = 0.02) -> torch.Tensor:
+    """A thin curve: ``(x, 0.6 sin(2.5 π x))`` with ``x ~ U[−1, 1]``, then N(0, noise² I)."""
+    dev = _device(generator)
+    x = 2 * torch.rand(n, generator=generator, device=dev) - 1
+    p = torch.stack([x, 0.6 * torch.sin(2.5 * math.pi * x)], dim=1)
+    return p + noise * torch.randn(n, 2, generator=generator, device=dev)
+
+
+_CLUSTERS = (  # (weight, center x, center y, std): very different scales and weights
+    (0.45, -0.45, -0.35, 0.25), (0.25, 0.55, 0.55, 0.08), (0.15, 0.6, -0.55, 0.03), (0.1, -0.55, 0.65, 0.12),
+    (0.05, 0.05, 0.1, 0.015))
+
+
+def clusters(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Five Gaussian clusters of weights 0.45 … 0.05 and standard deviations 0.25 … 0.015."""
+    dev = _device(generator)
+    c = torch.tensor(_CLUSTERS, device=dev)
+    k = torch.multinomial(c[:, 0], n, replacement=True, generator=generator)
+    return c[k, 1:3] + c[k, 3:4] * torch.randn(n, 2, generator=generator, device=dev)
+
+
 TOY: dict[str, Sampler] = {
     "checker": checker,
     "8gaussians": eight_gaussians,
     "moons": moons,
     "spirals": spirals,
+    "rings": rings,
+    "wave": wave,
+    "clusters": clusters,
 }
 
 _BOUNDS: dict[str, tuple[float, float]] = {
@@ -84,6 +120,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "8gaussians": (-1.5, 1.5),
     "moons": (-1.25, 1.25),
     "spirals": (-1.25, 1.25),
+    "rings": (-1.25, 1.25),
+    "wave": (-1.25, 1.25),
+    "clusters": (-1.5, 1.5),
 }
 
 
@@ -122,7 +161,7 @@ class ToyData(Options):
     """``data.kind: toy`` — a 2-D set by ``name``."""
 
     kind: Literal["toy"] = "toy"
-    name: Literal["checker", "8gaussians", "moons", "spirals"] = "checker"
+    name: Literal["checker", "8gaussians", "moons", "spirals", "rings", "wave", "clusters"] = "checker"
 
     def build(self, nested: Callable[[Any], Source]) -> Source:
         return ToySource(self.name)

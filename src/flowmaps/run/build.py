@@ -159,14 +159,24 @@ def load_run(path: str | Path, ema: bool | str = True, device: str = "cpu") -> R
     return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg))
 
 
-def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callable[..., Tensor] | None, dict]:
-    """``(b, identity)``: the velocity ``b(x, t, label)`` a distillation objective learns from, on this run's
-    path, and what pins it (the checkpoint a resume must find again)."""
+@dataclass
+class Teacher:
+    """A distillation teacher: its velocity ``b(x, t, label)`` on this run's path, what pins it (the identity a
+    resume must find again), and its model when it is a run."""
+
+    velocity: Callable[..., Tensor] | None = None
+    identity: dict = field(default_factory=dict)
+    model: FlowMap | None = None
+
+
+def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> Teacher:
+    """The teacher ``cfg.teacher`` describes, checked against this run's data, path and classes."""
     if cfg.teacher is None:
-        return None, {}
+        return Teacher()
     interp = interpolant(cfg.path.interpolant)
     if cfg.teacher.kind == "analytic":
-        return source.mixture.teacher(interp, sigma0), {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
+        return Teacher(source.mixture.teacher(interp, sigma0), {"kind": "analytic",
+                                                                "data": cfg.data.model_dump(mode="json")})
     where = cfg.teacher.path
     run = load_run(where, device=str(resolve_device(cfg.train.device)))
     if run.model.form == "endpoint":
@@ -181,16 +191,20 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> tuple[Callab
     if run.model.num_classes and run.model.num_classes != cfg.model.num_classes:
         raise ConfigError(f"teacher {where} is class-conditional with {run.model.num_classes} classes; "
                           f"set model.num_classes={run.model.num_classes} (this run has {cfg.model.num_classes})")
-    return run.velocity_field(), run.identity
+    if cfg.teacher.init and config_diff(run.cfg, cfg, sections=("model",)):
+        raise ConfigError(f"teacher.init starts from the weights of {where}, whose network differs "
+                          f"({'; '.join(config_diff(run.cfg, cfg, sections=('model',))[:3])}); use the same model "
+                          "section or leave teacher.init false")
+    return Teacher(run.velocity_field(), run.identity, run.model)
 
 
-def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, dict]:
-    """``(objective, teacher identity)`` for this config and data."""
+def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, Teacher]:
+    """``(objective, teacher)`` for this config and data."""
     sigma0, _ = resolve_scales(cfg, source)
-    teacher, identity = build_teacher(cfg, source, sigma0)
-    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher, source.real)
+    teacher = build_teacher(cfg, source, sigma0)
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real)
     try:
-        return objective_class(cfg.objective.method)(cfg.objective, ctx), identity
+        return objective_class(cfg.objective.method)(cfg.objective, ctx), teacher
     except ValueError as err:
         raise ConfigError(f"objective: {err}") from None
 

@@ -74,7 +74,7 @@ def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: in
 def measure_samples(model, source: Source, ref: Tensor, n: int, seed: int, batch: int, meter: ImageMeter | None,
                     bins: int = 50, **spec: Any) -> tuple[dict[str, Any], Tensor]:
     """``(row, kept samples)``: ``n`` samples of ``model`` by the sampler ``spec`` (``solver`` and ``steps``,
-    ``grid`` or ``edm_steps``, see :func:`flowmaps.core.sampling.run_sampler`) measured against ``ref`` and the
+    ``grid`` or ``edm_grid``, see :func:`flowmaps.core.sampling.run_sampler`) measured against ``ref`` and the
     meter's reference statistics; the kept samples are all of them for vectors, the first :data:`W2_MAX` images."""
     keep = W2_MAX if len(source.shape) == 3 else n
     mine = {}

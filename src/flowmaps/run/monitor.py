@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.metrics.frechet import default_features, feature_extractor
-from ..core.sampling import DEFAULT_SOLVERS
+from ..core.sampling import DEFAULTS
 from ..data import Source
 from ..errors import ConfigError
 from ..io.images import grid, save_png, to_uint8
@@ -48,7 +48,7 @@ class Monitor:
         e = self.cfg.eval
         if not e.every or step % e.every:
             return {}
-        solver = DEFAULT_SOLVERS[ema.form][0]
+        solver = DEFAULTS[ema.form].evaluate[0]
         out: dict[str, float] = {}
         for i, k in enumerate(sorted(e.steps)):
             row, x = measure_samples(ema, self.source, self.ref, e.every_n, e.seed, e.batch, self.meter, e.bins,

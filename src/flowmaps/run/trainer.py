@@ -86,6 +86,8 @@ def build_state(cfg: RunConfig, source: Source) -> TrainState:
     objective, teacher = build_objective(cfg, source)
     objective = objective.to(device)
     model = build_model(cfg, source, objective.form).to(device)
+    if cfg.teacher is not None and cfg.teacher.kind == "run" and cfg.teacher.init:
+        model.load_state_dict(teacher.model.state_dict())
     emas = {decay_name(d): copy.deepcopy(model).requires_grad_(False).eval() for d in tc.ema}
     if tc.compile:
         model.net = torch.compile(model.net)
@@ -94,7 +96,7 @@ def build_state(cfg: RunConfig, source: Source) -> TrainState:
     for name, a in objective.auxiliaries().items():
         aux_params = list(a.net.parameters())
         aux[name] = (aux_params, a.optimizer(aux_params))
-    return TrainState(cfg, model, emas, objective, make_optimizer(tc, params), params, aux, device, teacher)
+    return TrainState(cfg, model, emas, objective, make_optimizer(tc, params), params, aux, device, teacher.identity)
 
 
 def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:

@@ -1,7 +1,11 @@
-"""Flow matching: the velocity on the diagonal s = t, ``|v(I_t, t, t) - İ_t|²``.
+"""Flow matching: the velocity on the diagonal s = t, ``|v(x_t, t, t) - İ_t|²`` at ``x_t = I_t + σ ε``.
 
-With ``coupling: independent`` it is CFM (1-rectified flow); ``ot`` / ``sinkhorn`` give OT-CFM; on teacher
-pairs (``data.kind: pairs``, batches carry ``x0``) it is reflow (2-rectified flow).
+With ``coupling: independent`` and ``sigma: 0`` it is CFM on the linear path, i.e. 1-rectified flow (and I-CFM
+with σ = 0); ``coupling: ot`` is minibatch optimal transport (exact, per batch), which with ``sigma > 0`` is
+OT-CFM as *Improving and generalizing flow-based generative models with minibatch optimal transport* (Tong et
+al.) trains it and with ``sigma: 0`` batch OT as in *Multisample Flow Matching* (Pooladian et al., "BOT-CFM");
+``sinkhorn`` is entropic OT. On teacher pairs (``data.kind: pairs``, batches carry ``x0``) it is reflow: with the
+pairs of a 1-rectified flow's own ODE, 2-rectified flow.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class FM(Objective):
     class Config(Options):
         coupling: Literal["independent", "ot", "sinkhorn"] = "independent"
         reg: float = Field(0.05, gt=0, description="Sinkhorn entropic regularization (relative to mean cost)")
+        sigma: float = Field(0.0, ge=0, description="width σ of the Gaussian path around I_t (OT-CFM: 0.1)")
 
     def loss(self, model, batch, step):
         x1 = batch["x1"]
@@ -30,7 +35,10 @@ class FM(Objective):
             x0, x1 = couple(self.opts.coupling, x0, x1, **kw)
         t = torch.rand(x1.shape[0], device=x1.device)
         interp = self.ctx.interp
-        v = model.v(interp(x0, x1, t), t, t, batch.get("label"))
+        x_t = interp(x0, x1, t)
+        if self.opts.sigma:
+            x_t = x_t + self.opts.sigma * torch.randn_like(x_t)
+        v = model.v(x_t, t, t, batch.get("label"))
         return Loss(per_sample_mse(v, interp.derivative(x0, x1, t)).mean())
 
 

@@ -3,9 +3,11 @@
 With pairs ``(z, x1 = Φ(z))`` from a teacher's deterministic sampler (``data.kind: pairs``, batches carry
 ``x0 = z``), the line ``I_t = (1−t) z + t x1`` and the loss ``λ(t) d(f(I_t, t), x1)``:
 
-- times ``t``: EDM's ``ln σ ~ N(P_mean, P_std²)`` mapped by ``t = σ0/(σ0 + σ)`` (``lognormal``), ``uniform``,
-  or ``sot`` (sampling-optimized training: only the times ``t(σ_i)`` of the few-step sampler, i in
-  ``sot_steps`` of EDM's 18-step σ grid);
+- times ``t = σ0/(σ0 + σ)``: ``karras`` (the default) draws σ on EDM's ρ-schedule at a uniform position between
+  σ_max and σ_min, the density at which the few-step samplers' levels lie, σ_max (where every sampler starts)
+  included; ``lognormal`` is EDM's ``ln σ ~ N(P_mean, P_std²)``, which almost never reaches σ_max (≈ 2·10⁻⁶ of
+  the draws have σ ≥ 80); ``uniform`` is uniform in t; ``sot`` (sampling-optimized training) only the times
+  ``t(σ_i)`` of the few-step sampler, i in ``sot_steps`` of EDM's 18-step σ grid;
 - ``λ``: 1 (``uniform``) or EDM's ``(σ² + σ_d²)/(σ σ_d)²`` (``edm``; f is then EDM's denoiser of the pairs);
 - ``d``: ``l2`` (mean squared error), ``huber`` (pseudo-Huber ``sqrt(|a−b|² + c²) − c``, ``c = huber_c ·
   sqrt(dim)``) or ``lpips`` (perceptual, images in [−1, 1], from ``flowmaps.core.perceptual``).
@@ -31,7 +33,7 @@ from ..augment import diff_augment
 from ..nets.discriminator import DiscOptions, build_discriminator
 from ..paths import sigma_to_t, t_to_sigma
 from ..sampling import edm_subset_grid
-from ..times import lognormal_sigma
+from ..times import karras_sigma, lognormal_sigma
 from . import Auxiliary, Loss, Objective, Options, per_sample_mse
 from .edm import edm_weight
 
@@ -68,7 +70,10 @@ class LMM(Objective):
     paths = ("linear",)
 
     class Config(Options):
-        time: Literal["lognormal", "uniform", "sot"] = "lognormal"
+        time: Literal["karras", "lognormal", "uniform", "sot"] = "karras"
+        sigma_min: float = Field(0.002, gt=0, description="karras: the smallest noise level")
+        sigma_max: float = Field(80.0, gt=0, description="karras: the largest noise level, the samplers' start")
+        rho: float = Field(7.0, gt=0, description="karras: the schedule's curvature")
         p_mean: float = -1.2
         p_std: float = Field(1.2, gt=0)
         sot_steps: list[int] = Field(default_factory=lambda: [0, 1], description="EDM σ-grid indices for sot")
@@ -92,6 +97,8 @@ class LMM(Objective):
         def _consistent(self):
             if self.distance == "lpips" and not self.lpips_weights:
                 raise ValueError("distance=lpips needs lpips_weights (a local VGG-16 weights file)")
+            if self.sigma_min >= self.sigma_max:
+                raise ValueError(f"sigma_min={self.sigma_min} must lie below sigma_max={self.sigma_max}")
             if self.weight == "edm" and self.time == "uniform":
                 raise ValueError("weight=edm with time=uniform: the weight grows like (1 − t)⁻² and has no finite "
                                  "mean under uniform times; use time=lognormal or weight=uniform")
@@ -126,7 +133,11 @@ class LMM(Objective):
             return torch.rand(n, device=device)
         if o.time == "sot":
             return self._sot.to(device)[torch.randint(len(self._sot), (n,), device=device)]
-        return sigma_to_t(lognormal_sigma(n, o.p_mean, o.p_std, device), self.ctx.sigma0)
+        if o.time == "karras":
+            sigma = karras_sigma(torch.rand(n, device=device), o.sigma_min, o.sigma_max, o.rho)
+        else:
+            sigma = lognormal_sigma(n, o.p_mean, o.p_std, device)
+        return sigma_to_t(sigma, self.ctx.sigma0)
 
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """Per-sample ``d(a, b)``."""
