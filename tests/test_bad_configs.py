@@ -42,7 +42,8 @@ BAD_CONFIGS: dict[str, tuple[list[str] | str, str]] = {
     "train typo": (["train.stepz=3"], r"train\.stepz: Extra inputs"),
     "eval typo": (["eval.stpes=[1]"], r"eval\.stpes: Extra inputs"),
     # unknown variants and values
-    "unknown data kind": (["data={kind: csv}"], r"unknown data kind 'csv'; choose one of array, gmm, images, pairs"),
+    "unknown data kind": (["data={kind: csv}"],
+                          r"unknown data kind 'csv'; choose one of array, gmm, images, latents, pairs"),
     "unknown toy set": (["data.name=swissroll"], r"data\.name: Input should be 'checker'"),
     "unknown network": (["model={net: transformer}"], r"unknown model net 'transformer'; choose one of mlp, unet"),
     "unknown activation": (["model.act=tanh"], r"model\.act: Input should be 'gelu', 'silu' or 'relu'"),

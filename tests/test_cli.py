@@ -34,7 +34,7 @@ def test_sample_and_eval(run, capsys):
     assert main(["sample", str(run / "run"), "--steps", "4", "--n", "300", "--out", str(out)]) == 0
     x = np.load(out)
     assert x.shape == (300, 2) and np.isfinite(x).all()
-    assert "solver heun, NFE 8" in capsys.readouterr().out  # a velocity model's default sampler: 4 Heun steps
+    assert "solver heun, NFE 8" in capsys.readouterr().out  # a velocity model's default sampler: 2 NFE a step
     assert main(["sample", str(run / "run"), "--steps", "2", "--n", "300", "--out", str(run / "x.png")]) == 0
     assert (run / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["eval", str(run / "run"), "--steps", "1,2", "--n", "400"]) == 0

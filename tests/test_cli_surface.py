@@ -15,12 +15,14 @@ SAMPLER = ["--steps", "--grid", "--edm-grid", "--device", "--ema", "--batch-size
 OPTIONS = {
     "train": ["--out", "--resume", "--device", "--quiet"],
     "pairs": ["--n", "--out", "--solver", "--steps", "--seed", "--shard-size", "--batch-size", "--repair",
-              "--verify", "--device", "--quiet"],
+              "--verify", "--device", "--quiet", "--guidance", "--prediction", "--null-class", "--sigma0"],
     "prepare": ["--out", "--set", "--split", "--size", "--key", "--label-key", "--shard-size", "--workers",
                 "--repair", "--verify", "--quiet"],
-    "sample": [*SAMPLER, "--n", "--solver", "--seed", "--class", "--out", "--force"],
+    "sample": [*SAMPLER, "--n", "--solver", "--seed", "--class", "--out", "--force", "--guidance", "--prediction",
+               "--null-class", "--sigma0"],
     "eval": [*SAMPLER, "--n", "--solver", "--features", "--ref", "--quiet"],
     "info": [],
+    "encode": ["--vae", "--out", "--shard-size", "--batch-size", "--repair", "--device", "--quiet"],
     "demo": ["--out", "--fast", "--device", "--quiet"],
 }
 

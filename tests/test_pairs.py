@@ -140,4 +140,4 @@ def test_cli_pairs_from_a_trained_run(tmp_path, capsys):
     assert yaml.safe_load((tmp_path / "rf2" / "config.yaml").read_text())["data"]["kind"] == "pairs"
     out = str(tmp_path / "s.npy")
     assert main(["sample", str(tmp_path / "rf2"), "--edm-grid", "0,1", "--n", "50", "--out", out]) == 0
-    assert np.load(tmp_path / "s.npy").shape == (50, 2) and "heun, NFE 4" in capsys.readouterr().out
+    assert np.load(tmp_path / "s.npy").shape == (50, 2) and "solver heun, NFE 4" in capsys.readouterr().out

@@ -62,7 +62,8 @@ def sample(run: Run, n: int = 1000, steps: int | None = None, solver: str | None
     except ValueError as err:
         raise ConfigError(f"{run.path}: {err}") from None
     x0 = noise(n, run.source.shape, run.model.sigma0, seed)
-    return run_sampler(run.model, x0, solver, steps or d.steps, seed, grid=grid, edm_grid=edm_grid, label=label).x
+    return run_sampler(run.model, x0, solver, steps or d.steps, seed, grid=grid, edm_grid=edm_grid, label=label,
+                       t0=run.t0).x
 
 
 def evaluate(run: Run, steps: list[int] | None = None, n: int | None = None,
@@ -71,4 +72,4 @@ def evaluate(run: Run, steps: list[int] | None = None, n: int | None = None,
     Fréchet distance for images), by default at the config's ``eval`` settings."""
     e = run.cfg.eval
     return _evaluate(run.model, run.source, steps or e.steps, n or e.n, e.seed, solvers, bins=e.bins,
-                     features=e.features)
+                     features=e.features, t0=run.t0)

@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | pairs | prepare | sample | eval | demo``.
+"""Command line: ``flowmaps train | pairs | prepare | sample | eval | info | encode | demo``.
 
 Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
 failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
@@ -133,52 +133,99 @@ def cmd_pairs(args) -> None:
 
     args.device = str(resolve_device(args.device))
     distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
-    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device)
+    teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device, guidance=args.guidance,
+                           diffusers=_diffusers_options(args), sigma0=args.sigma0)
     m = generate_pairs(teacher, args.n, out, seed=args.seed, solver=args.solver, steps=args.steps,
                        shard_size=args.shard_size, batch_size=args.batch_size, repair=args.repair,
                        progress=not args.quiet)
     state = "complete" if m["complete"] else "incomplete"
     if distributed.world()[0] == 0:
-        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}) in {len(m['shards'])} shards, {state} -> {out}")
+        guided = f", guidance {args.guidance:g}" if args.guidance else ""
+        print(f"{args.n} pairs ({args.solver}, NFE {m['nfe']}{guided}) in {len(m['shards'])} shards, {state} -> {out}")
 
 
-def _sampling(run, args):
+def _diffusers_options(args) -> dict:
+    """The diffusers teacher's options given on the command line (prediction, null_class)."""
+    return {k: v for k, v in (("prediction", args.prediction), ("null_class", args.null_class)) if v}
+
+
+def cmd_encode(args) -> None:
+    from ..data import build_source
+    from ..data.latents import encode_store
+    from ..run.autoencoders import load_autoencoder
+    from ..run.build import resolve_device
+    from ..run.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.data.kind != "images":
+        raise ConfigError(f"{args.config}: flowmaps encode encodes images (data.kind=images), not data.kind="
+                          f"{cfg.data.kind}")
+    resolve_device(args.device)
+    source = build_source(cfg.data)
+    encode, _, identity = load_autoencoder(args.vae, args.device)
+    channels = source.shape[0]
+    try:
+        encode(source.x[:1])
+    except RuntimeError as err:
+        raise ConfigError(f"{args.vae}: cannot encode {channels}-channel images of shape {source.shape} "
+                          f"({str(err).splitlines()[0][:120]})") from None
+    m = encode_store(encode, source.x, source.labels, args.out, {"autoencoder": identity,
+                     "data": cfg.data.model_dump(mode="json")}, args.shard_size, args.batch_size, args.repair,
+                     not args.quiet)
+    shape = tuple(m["fields"]["x1"]["shape"])
+    print(f"{m['n']} images {source.shape} -> latents {shape} in {len(m['shards'])} shards -> {args.out}")
+
+
+def _decoder(path: str):
+    """The autoencoder's decoder when ``path`` is a run trained on latents, else None."""
+    from ..io.shards import read_manifest
+    from ..run.autoencoders import decoder_of
+    from ..run.build import CONFIG_FILE
+    from ..run.config import load_config
+
+    if not (Path(path) / CONFIG_FILE).is_file():
+        return None
+    data = load_config(Path(path) / CONFIG_FILE).data
+    return decoder_of(read_manifest(data.path, "latents")["autoencoder"]) if data.kind == "latents" else None
+
+
+def _sampling(model, args):
     """The sampler's inputs for ``sample`` and ``eval``, with user errors as one line."""
     from ..core.sampling import DEFAULTS, class_labels, get_solver
 
     solvers = [s.strip() for s in args.solver.split(",") if s.strip()] if args.solver else \
-        [DEFAULTS[run.model.form].solver]
+        [DEFAULTS[model.form].solver]
     try:
         for name in solvers:
-            get_solver(name, run.model.form)
-        label = class_labels(run.model.num_classes, args.n, getattr(args, "cls", None))
+            get_solver(name, model.form)
+        label = class_labels(model.num_classes, args.n, getattr(args, "cls", None))
     except ValueError as err:
         raise ConfigError(f"{args.run}: {err}") from None
     return solvers, label
 
 
-def _load(args):
-    """The run of ``sample`` / ``eval`` on ``--device`` (default: cuda when available), with the weights of
-    ``--ema`` (default: the first EMA), in the process group when started under torchrun."""
+def _device(args) -> str:
+    """``--device`` (default: cuda when available), joining the process group when started under torchrun."""
     from ..core import distributed
-    from ..run.build import load_run, resolve_device
+    from ..run.build import resolve_device
 
     device = str(resolve_device(args.device))
     distributed.init(device)
-    return load_run(args.run, ema=args.ema or True, device=device), device
+    return device
 
 
-def _spec(args, run, solver: str) -> dict:
-    """The sampler of ``sample``: ``solver`` on ``--steps`` (default: the form's), ``--grid`` or ``--edm-grid``."""
+def _spec(args, model, t0: float, solver: str) -> dict:
+    """The sampler of ``sample``: ``solver`` on ``--steps`` (default: the form's) from ``t0``, ``--grid`` or
+    ``--edm-grid``."""
     from ..core.sampling import DEFAULTS
 
-    steps = None if args.grid is not None or args.edm_grid is not None else \
-        args.steps or DEFAULTS[run.model.form].steps
-    return {"solver": solver, "steps": steps, "grid": args.grid, "edm_grid": args.edm_grid}
+    steps = None if args.grid is not None or args.edm_grid is not None else args.steps or DEFAULTS[model.form].steps
+    return {"solver": solver, "steps": steps, "grid": args.grid, "edm_grid": args.edm_grid, "t0": t0}
 
 
 def cmd_sample(args) -> None:
     from ..core import distributed
+    from ..run.build import load_run, open_teacher
     from .samples import write_npy, write_picture, write_pngs
 
     out = Path(args.out)
@@ -186,23 +233,27 @@ def cmd_sample(args) -> None:
         out = _output_file(out, (".npy", ".png"), args.force)
     elif not out.parent.is_dir():
         raise ConfigError(f"{out}: no folder {out.parent}; create it first")
-    run, _ = _load(args)
-    solvers, _ = _sampling(run, args)
+    device = _device(args)
+    model, teacher, identity = open_teacher(args.run, args.guidance, _diffusers_options(args), args.sigma0, device,
+                                            ema=args.ema or True)
+    solvers, _ = _sampling(model, args)
     if len(solvers) != 1:
         raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
     if out.suffix and distributed.world()[1] > 1:
         raise ConfigError(f"{out}: several processes write a folder of PNGs (--out DIR), not one {out.suffix} file")
-    spec = {**_spec(args, run, solvers[0]), "cls": args.cls}
-    shape, n, seed, batch = run.source.shape, args.n, args.seed, args.batch_size or run.cfg.eval.batch
+    spec = {**_spec(args, model, teacher.t0, solvers[0]), "cls": args.cls, "device": device}
+    shape, n, seed, batch = tuple(teacher.shape), args.n, args.seed, args.batch_size or 500
+    decode = _decoder(args.run)  # a model of latents: its samples are images
     note = ""
     if out.suffix == ".npy":
-        nfe = write_npy(run.model, shape, out, n, seed, batch, **spec)
+        nfe = write_npy(model, shape, out, n, seed, batch, decode=decode, **spec)
     elif out.suffix == ".png":
-        nfe = write_picture(run.model, shape, out, n, seed, batch, run.source.bounds, **spec)
+        bounds = load_run(args.run).source.bounds if len(shape) == 1 else None
+        nfe = write_picture(model, shape, out, n, seed, batch, bounds, decode=decode, **spec)
     else:
-        about = {"run": run.identity, "ema": args.ema, "n": n, "seed": seed, "batch": batch,
-                 **{k: v.tolist() if hasattr(v, "tolist") else v for k, v in spec.items()}}
-        made, nfe = write_pngs(run.model, shape, out, about, n, seed, batch, **spec)
+        about = {"run": identity, "ema": args.ema, "guidance": args.guidance, "n": n, "seed": seed, "batch": batch,
+                 **{k: v.tolist() if hasattr(v, "tolist") else v for k, v in spec.items() if k != "device"}}
+        made, nfe = write_pngs(model, shape, out, about, n, seed, batch, decode=decode, **spec)
         made = sum(distributed.collect(made))
         note = f" ({made} written now, {n - made} already there)"
     if distributed.world()[0] == 0:
@@ -211,12 +262,14 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     from ..core import distributed
+    from ..run.build import load_run
     from .evaluate import evaluate, markdown_table, save_rows
 
-    run, device = _load(args)
+    device = _device(args)
+    run = load_run(args.run, ema=args.ema or True, device=device)
     e = run.cfg.eval
     args.n = args.n or e.n
-    solvers = _sampling(run, args)[0] if args.solver else None
+    solvers = _sampling(run.model, args)[0] if args.solver else None
     features = args.features.split(",") if args.features else e.features
     references = dict(e.reference)
     if args.ref:
@@ -230,7 +283,7 @@ def cmd_eval(args) -> None:
     steps = None if args.grid is not None or args.edm_grid is not None else args.steps or e.steps
     rows = evaluate(run.model, run.source, steps, args.n, e.seed, solvers, bins=e.bins, features=features,
                     grid=args.grid, edm_grid=args.edm_grid, references=references, stats_dir=run.path / "stats",
-                    batch=args.batch_size or e.batch, device=device, progress=not args.quiet)
+                    batch=args.batch_size or e.batch, device=device, progress=not args.quiet, t0=run.t0)
     if distributed.world()[0] == 0:
         save_rows(run.path / "eval", rows)
         which = f"EMA {args.ema}" if args.ema else "EMA"
@@ -275,6 +328,31 @@ def _solver_help() -> str:
     return "; ".join(f"{s.name}: {s.help}" for s in SOLVERS.values())
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _teacher_options(p: argparse.ArgumentParser) -> None:
+    """The teacher's options of ``pairs`` and ``sample`` (the keys of a config's teacher section)."""
+    from ..core.frames import PREDICTIONS
+
+    p.add_argument("--guidance", type=_non_negative, default=0.0, metavar="W", help="classifier-free guidance scale w: "
+                   "b_w = (1 + w) b(x,t|k) - w b(x,t|null); a class-conditional velocity run trained with "
+                   "model.cond_drop, or a diffusers model with --null-class")
+    p.add_argument("--prediction", choices=PREDICTIONS, metavar="KIND", help="diffusers folders: what the network "
+                   f"predicts, {' | '.join(PREDICTIONS)} (default: the scheduler config's prediction_type)")
+    p.add_argument("--null-class", action="store_true", help="diffusers folders: the last class embedding is "
+                   "the unconditional one (trained with label dropout)")
+    p.add_argument("--sigma0", type=float, metavar="S", help="diffusers folders: the base scale of the noise x0 "
+                   "(default 1)")
+
+
 _DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)"
 
 
@@ -290,7 +368,7 @@ def _sampler_args(p: argparse.ArgumentParser, steps_help: str) -> None:
                      f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)}, NFE 1, 2, 3, 3, 4)")
     p.add_argument("--device", help=_DEVICE_HELP)
     p.add_argument("--ema", help="the EMA to sample, by its decay (e.g. 0.9999; default: the first of train.ema)")
-    p.add_argument("--batch-size", type=_positive, help="samples per batch on the device")
+    p.add_argument("--batch-size", type=_positive, help="samples per batch on the device (default 500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run into a pair store")
-    pr.add_argument("teacher", help="teacher run directory")
+    pr = sub.add_parser("pairs", help="write teacher pairs (z, Φ(z)) of a run or a diffusers model into a pair store")
+    pr.add_argument("teacher", help="teacher: a run directory or a diffusers save_pretrained folder")
     pr.add_argument("--n", type=_positive, help="number of pairs (required unless --verify)")
     pr.add_argument("--out", required=True,
                     help="store directory (created, or resumed if it holds this teacher's pairs)")
@@ -327,10 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
     pr.add_argument("--device", help=_DEVICE_HELP)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _teacher_options(pr)
     pr.set_defaults(func=cmd_pairs)
 
-    s = sub.add_parser("sample", help="draw samples from a run, in batches")
-    s.add_argument("run")
+    s = sub.add_parser("sample", help="draw samples from a run or a diffusers model, in batches")
+    s.add_argument("run", help="a run directory or a diffusers save_pretrained folder")
     _sampler_args(s, "N steps on a uniform time grid (default: heun 18 steps for a velocity model, 1 step of map "
                   "for a flow map or an endpoint model)")
     s.add_argument("--n", type=_positive, default=10_000)
@@ -342,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="FILE.npy (array), FILE.png (picture) or DIR (numbered PNGs, "
                    "resumable; split over the ranks under torchrun)")
     s.add_argument("--force", action="store_true", help="overwrite a FILE --out if it exists")
+    _teacher_options(s)
     s.set_defaults(func=cmd_sample)
 
     i = sub.add_parser("info", help="a run's config, steps done, teacher, data and metrics")
@@ -376,6 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--verify", action="store_true", help="only check every shard's sha256, then exit")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
     pp.set_defaults(func=cmd_prepare)
+
+    en = sub.add_parser("encode", help="encode a config's images with a diffusers AutoencoderKL into a latent store")
+    en.intermixed = True
+    en.add_argument("config", help="YAML recipe whose data section (data.kind=images) is encoded")
+    en.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.size=32")
+    en.add_argument("--vae", required=True, help="the AutoencoderKL's save_pretrained folder (or a pipeline's)")
+    en.add_argument("--out", required=True, help="store directory (created, or resumed if it holds these latents); "
+                    "train on it with data: {kind: latents, path: OUT}")
+    en.add_argument("--shard-size", type=_positive, default=65_536, help="images per shard file")
+    en.add_argument("--batch-size", type=_positive, default=256, help="images per encoder batch")
+    en.add_argument("--repair", action="store_true", help="make shards that are missing or corrupt again")
+    en.add_argument("--device", default="cpu")
+    en.add_argument("--quiet", action="store_true", help="no progress bar")
+    en.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
     d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")

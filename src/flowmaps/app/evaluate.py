@@ -50,17 +50,18 @@ def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int 
              solvers: tuple[str, ...] | None = None, adaptive: bool | None = None, bins: int = 50,
              features: list[str] | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
              references: dict[str, str] | None = None, stats_dir: str | Path | None = None, batch: int = 500,
-             device: str = "cpu", progress: bool = False) -> list[dict]:
+             device: str = "cpu", progress: bool = False, t0: float = 0.0) -> list[dict]:
     """One row per sampler of :func:`sampler_specs`: NFE, n and the metrics of :func:`measure_samples` against
     ``source.reference`` and, for images, the reference statistics (``references[name]``: a ``.npz``; else the
-    data's, cached in ``stats_dir``). The feature extractors load before anything is sampled.
+    data's, cached in ``stats_dir``); uniform steps start at the first time ``t0``. The feature extractors load
+    before anything is sampled.
 
     A class-conditional model samples every class equally often (:func:`class_labels`)."""
     meter = image_meter(source, features, references or {}, stats_dir, device, batch, progress)
     ref = source.reference(min(n, W2_MAX) if len(source.shape) == 3 else n, seed=seed + 1)
     rows = []
     for spec in sampler_specs(model.form, steps, solvers, grid, edm_grid, adaptive):
-        row, _ = measure_samples(model, source, ref, n, seed, batch, meter, bins, **spec)
+        row, _ = measure_samples(model, source, ref, n, seed, batch, meter, bins, t0=t0, **spec)
         rows.append({**_describe(spec), **row})
     return rows
 

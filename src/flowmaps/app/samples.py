@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ from ..io.files import atomic_write, write_text
 from ..io.images import save_png, to_uint8
 
 MANIFEST = "samples.json"
+Decoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _decoded(x: torch.Tensor, decode: Decoder | None) -> torch.Tensor:
+    """Samples as data: ``decode(x)`` for a model of latents (images), else ``x``."""
+    return x if decode is None else decode(x).cpu()
 
 
 def png_name(i: int, n: int) -> str:
@@ -58,8 +65,9 @@ def open_png_folder(out: Path, about: dict[str, Any]) -> None:
 
 
 def write_pngs(model, shape: tuple[int, ...], out: Path, about: dict[str, Any], n: int, seed: int, batch: int,
-               **spec: Any) -> tuple[int, int | None]:
-    """Numbered PNGs of ``n`` samples in ``out`` (see the module docstring); ``(files made now, NFE)``."""
+               decode: Decoder | None = None, **spec: Any) -> tuple[int, int | None]:
+    """Numbered PNGs of ``n`` samples in ``out`` (see the module docstring; ``decode``: latents to images);
+    ``(files made now, NFE)``."""
     if len(shape) != 3:
         raise ConfigError(f"{out}: a folder of PNGs holds images; these samples have shape {shape} (write .npy)")
     open_png_folder(out, about)
@@ -69,20 +77,19 @@ def write_pngs(model, shape: tuple[int, ...], out: Path, about: dict[str, Any], 
 
     made, nfe = 0, None
     for a, x, used in sample_batches(model, shape, n, seed, batch, done=done, **spec):
-        for i, u in enumerate(to_uint8(x).numpy()):
+        for i, u in enumerate(to_uint8(_decoded(x, decode)).numpy()):
             save_png(out / png_name(a + i, n), u)
         made, nfe = made + len(x), used
     return made, nfe
 
 
 def write_picture(model, shape: tuple[int, ...], out: Path, n: int, seed: int, batch: int,
-                  bounds: tuple[float, float] | None, **spec: Any) -> int | None:
+                  bounds: tuple[float, float] | None, decode: Decoder | None = None, **spec: Any) -> int | None:
     """A PNG picture of the first samples: up to 256 images as a grid, or up to 20,000 2-D samples as a scatter
     plot (only those are made)."""
-    made = list(sample_batches(model, shape, min(n, 256 if len(shape) == 3 else 20_000), seed, batch, **spec))
-    parts, nfe = [x for _, x, _ in made], made[-1][2]
-    x = torch.cat(parts)
-    if len(shape) == 1 and shape[0] == 2:
+    made = list(sample_batches(model, shape, min(n, 20_000 if len(shape) == 1 else 256), seed, batch, **spec))
+    x, nfe = _decoded(torch.cat([x for _, x, _ in made]), decode), made[-1][2]
+    if x.dim() == 2 and x.shape[1] == 2:
         from .plots import scatter_panels
 
         scatter_panels([(f"{spec['solver']}, NFE {nfe}", x)], out, bounds)
@@ -93,9 +100,11 @@ def write_picture(model, shape: tuple[int, ...], out: Path, n: int, seed: int, b
     return nfe
 
 
-def write_npy(model, shape: tuple[int, ...], out: Path, n: int, seed: int, batch: int, **spec: Any) -> int | None:
+def write_npy(model, shape: tuple[int, ...], out: Path, n: int, seed: int, batch: int,
+              decode: Decoder | None = None, **spec: Any) -> int | None:
     """``n`` samples into ``out`` (.npy, float32), batch by batch through a memory map; the NFE. A file larger than
-    the free space of its disk is refused before anything is sampled."""
+    the free space of its disk is refused before anything is sampled (``decode``: samples are latents, the file
+    holds their images)."""
     need, free = 4 * n * math.prod(shape), shutil.disk_usage(out.parent).free
     if need > free:
         raise ConfigError(f"{out}: {n} samples need {need} bytes, the disk has {free} free; ask for a smaller --n")
@@ -103,8 +112,11 @@ def write_npy(model, shape: tuple[int, ...], out: Path, n: int, seed: int, batch
 
     def write(tmp: str) -> None:
         nonlocal nfe
-        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *shape))
+        rows = None
         for a, x, used in sample_batches(model, shape, n, seed, batch, **spec):
+            x = _decoded(x, decode)
+            if rows is None:
+                rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *x.shape[1:]))
             rows[a:a + len(x)] = x.float().numpy()
             nfe = used
         rows.flush()

@@ -28,6 +28,18 @@ class ModelOptions(Options):
     time_dim: int = Field(32, ge=2, description="sinusoidal features per time (s and t − s)")
     max_freq: float = Field(1000.0, ge=1, description="largest time-embedding frequency over π (flow maps: small)")
     num_classes: int = Field(0, ge=0, description="classes of a class-conditional model (0: unconditional)")
+    cond_drop: float = Field(0.0, ge=0, lt=1, description="label dropout for classifier-free guidance: each "
+                             "training label becomes the null class ∅ (index num_classes) with this probability")
+
+    @property
+    def label_embeddings(self) -> int:
+        """Rows of the label embedding: the classes, plus the null class ∅ when trained with label dropout."""
+        return self.num_classes + (self.num_classes > 0 and self.cond_drop > 0)
+
+
+def drop_labels(label: Tensor, p: float, null_class: int) -> Tensor:
+    """Label dropout: each label becomes ``null_class`` with probability p (global RNG)."""
+    return torch.where(torch.rand(label.shape, device=label.device) < p, torch.full_like(label, null_class), label)
 
 
 def sinusoidal(tau: Tensor, dim: int, max_freq: float = 1000.0) -> Tensor:
@@ -46,17 +58,19 @@ class FlowMap(nn.Module):
     """Preconditioned two-time model around a network ``net(x_in, emb, label) -> out``.
 
     ``v(x, s, t) = c_out · net(c_in(s) x, [emb(s), emb(t - s)])`` with ``c_in(s) = 1/sqrt(α_s² σ0² + β_s² σ_d²)``
-    (unit-variance inputs) and ``c_out = sqrt(σ0² + σ_d²)`` (the scale of ``İ``).
+    (unit-variance inputs) and ``c_out = sqrt(σ0² + σ_d²)`` (the scale of ``İ``). ``null_class``: the network's
+    last label embedding is the null class ∅ of classifier-free guidance (label ``num_classes``).
     """
 
     def __init__(self, net: nn.Module, interp: Interpolant, sigma0: float = 1.0, sigma_data: float = 1.0,
-                 form: str = "flowmap", time_dim: int = 32, max_freq: float = 1000.0) -> None:
+                 form: str = "flowmap", time_dim: int = 32, max_freq: float = 1000.0, null_class: bool = False) -> None:
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"unknown model form {form!r}; choose one of {', '.join(FORMS)}")
         self.net, self.interp, self.form, self.time_dim, self.max_freq = net, interp, form, time_dim, float(max_freq)
         self.sigma0, self.sigma_data = float(sigma0), float(sigma_data)
         self.c_out = math.sqrt(sigma0**2 + sigma_data**2)
+        self.null_class = bool(null_class)
 
     @property
     def emb_dim(self) -> int:
@@ -64,9 +78,9 @@ class FlowMap(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        """Classes of a class-conditional network (its label embedding), 0 for an unconditional one."""
+        """Classes of a class-conditional network (its label embedding, less ∅), 0 for an unconditional one."""
         emb = getattr(self.net, "label_emb", None)
-        return emb.num_embeddings if emb is not None else 0
+        return emb.num_embeddings - self.null_class if emb is not None else 0
 
     def v(self, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
         """The network's (average) velocity ``v_θ(x, s, t)``."""

@@ -19,7 +19,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .distributed import world
-from .paths import sigma_to_t, velocity_to_denoiser
+from .paths import sigma_to_t, t_to_sigma, velocity_to_denoiser
 from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -172,6 +172,13 @@ def constant_speed_grid(steps: int, sigma0: float = 1.0, sigma_max: float | None
     raise ValueError(f"unknown frame {frame!r}; choose t or sigma")
 
 
+def from_noise(model, z: Tensor, steps: int, t0: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``(state, grid)``: the uniform grid of ``steps`` steps from the first time ``t0`` to 1 and the sampler's
+    input ``α_{t0} z`` there (:func:`start_state`)."""
+    grid = uniform_grid(steps, t0)
+    return start_state(model, z, grid), grid
+
+
 def start_state(model, x0: Tensor, grid: Tensor) -> Tensor:
     """Sampler input at ``grid[0]`` from noise ``x0``: ``α_{t_0} x0`` (EDM's ``σ_max z``, data term dropped)."""
     t0 = torch.as_tensor(grid, dtype=torch.float64)[:1]
@@ -316,7 +323,8 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
     ``map`` composes the model's own steps (:func:`compose`); ``renoise`` adds consistency-style fresh noise
     from ``generator``; ``euler``/``heun``/``rk4`` integrate the model's velocity on the grid; ``adaptive``
     ignores the grid's interior points; ``edm`` is EDM's deterministic sampler (:func:`solve_edm`) with as
-    many steps as the grid (18 steps = 35 NFE).
+    many steps as the grid (18 steps = 35 NFE), from σ_max = 80, or, for a grid that starts at ``t0 > 0`` (a
+    teacher's first time), from ``σ_max = σ(t0)`` with ``x0`` the state ``α_{t0} z`` there.
     """
     get_solver(solver, model.form)
     grid = uniform_grid(1) if grid is None else check_grid(grid)
@@ -329,15 +337,21 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
     if solver == "adaptive":
         return solve_adaptive(vel, x0, float(grid[0]), float(grid[-1]), rtol=rtol, atol=atol)
     if solver == "edm":
+        t0 = float(grid[0])
+        if t0 > 0:  # the state α_{t0} z at the first time, read as EDM's x_σmax = σ_max z/σ0
+            alpha = float(model.interp.alpha(grid[:1]))
+            return solve_edm(vel, x0 / alpha, model.sigma0, steps=len(grid) - 1,
+                             sigma_max=float(t_to_sigma(t0, model.sigma0)))
         return solve_edm(vel, x0, model.sigma0, steps=len(grid) - 1)
     return solve(vel, x0, grid, solver)
 
 
 def run_sampler(model, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
-                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None) -> Samples:
-    """``steps`` uniform steps of ``solver``, the time ``grid``, or lines matching's grid of EDM σ indices
-    ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class ``label`` per sample for
-    a class-conditional model.
+                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None,
+                t0: float = 0.0) -> Samples:
+    """``steps`` uniform steps of ``solver`` from the first time ``t0``, the time ``grid``, or lines matching's
+    grid of EDM σ indices ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
+    ``label`` per sample for a class-conditional model.
 
     The re-noising stream has its own generator, offset from ``seed``: :func:`noise` draws x0 from ``seed``
     itself, and fresh noise equal to x0 would turn consistency-style sampling into the deterministic line sampler.
@@ -347,26 +361,26 @@ def run_sampler(model, x0: Tensor, solver: str, steps: int | None = None, seed: 
         grid = edm_subset_grid(edm_grid, model.sigma0)
         x0 = start_state(model, x0, grid)
     elif grid is None:
-        grid = uniform_grid(steps or 1)
+        x0, grid = from_noise(model, x0, steps or 1, t0)
     return sample(model, x0, grid, solver=solver, label=label, generator=g)
 
 
 @torch.no_grad()
 def sample_batches(model, shape: tuple[int, ...], n: int, seed: int, batch: int, solver: str,
                    steps: int | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
-                   cls: int | None = None, done: Callable[[int, int], bool] | None = None,
-                   ) -> Iterator[tuple[int, Tensor, int]]:
+                   cls: int | None = None, done: Callable[[int, int], bool] | None = None, t0: float = 0.0,
+                   device: str | torch.device | None = None) -> Iterator[tuple[int, Tensor, int]]:
     """``(start, samples on the CPU, NFE)`` for the batches of ``n`` samples that are this process's: batch j of
     the :func:`noise_batches` stream belongs to rank ``j mod world size``, so ranks split the work and the samples
     are those of one process. Labels follow :func:`class_labels` (``cls``: one class); the re-noising generator of
     the batch at ``start`` is seeded ``seed + start`` (see :func:`run_sampler`). ``done(start, count)``: skip a
-    batch already made (a resumed export)."""
+    batch already made (a resumed export). ``device``: where the model runs (default: its parameters')."""
     rank, size = world()
-    device = next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     for j, (a, z) in enumerate(noise_batches(n, shape, model.sigma0, seed, batch)):
         if j % size != rank or (done is not None and done(a, len(z))):
             continue
         label = class_labels(model.num_classes, len(z), cls, start=a)
         s = run_sampler(model, z.to(device), solver, steps, seed + a, grid, edm_grid,
-                        None if label is None else label.to(device))
+                        None if label is None else label.to(device), t0)
         yield a, s.x.cpu(), s.nfe

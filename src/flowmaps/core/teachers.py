@@ -1,22 +1,71 @@
 """Teachers: velocity fields ``b(x, t, label=None)`` that distillation objectives learn from, and the options
 that choose one (``teacher.kind``).
 
-:class:`GaussianMixture` is the analytic ground truth: its velocity is exact, and its flow map is an
-accurate adaptive ODE solve of that velocity.
+:class:`Teacher` is a velocity with what a solve needs to know of it: its base scale σ0, its first time ``t0``
+(its largest noise level; every solve starts there, from ``α_{t0} x0``, as EDM's σ_max) and its classes.
+:func:`guided` is classifier-free guidance. :class:`GaussianMixture` is the analytic ground truth: its velocity
+is exact, and its flow map is an accurate adaptive ODE solve of that velocity.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 from torchdiffeq import odeint
 
+from .frames import PREDICTIONS
 from .options import Options
 from .paths import Interpolant, bcast, interpolant
+
+Velocity = Callable[..., Tensor]  # b(x, t, label=None)
+
+
+def guided(b: Velocity, w: float, null_class: int) -> Velocity:
+    """Classifier-free guidance ``b_w(x, t | k) = (1 + w) b(x, t | k) − w b(x, t | ∅)``, ∅ the label
+    ``null_class``; both velocities from one batched call. ``w = 0`` returns ``b`` itself.
+
+    Exact for any frame linear in the prediction: ``b`` is affine in ``x̂1`` (``b = (x̂1 − x)/(1 − t)``), so
+    guiding ``x̂1`` or ``ε̂`` guides ``b`` by the same formula."""
+    if w == 0:
+        return b
+
+    def b_w(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
+        if label is None:
+            raise ValueError("classifier-free guidance needs class labels")
+        null = torch.full_like(label, null_class)
+        cond, uncond = b(torch.cat([x, x]), torch.cat([t, t]), torch.cat([label, null])).chunk(2)
+        return (1 + w) * cond - w * uncond
+
+    return b_w
+
+
+@dataclass
+class Teacher:
+    """A velocity ``b(x, t, label)`` on ``[t0, 1]`` of the linear path with base scale ``sigma0``, as a
+    velocity-form model that every solver of :mod:`flowmaps.core.sampling` can sample."""
+
+    b: Velocity
+    sigma0: float
+    shape: tuple[int, ...]
+    t0: float = 0.0
+    num_classes: int = 0
+    interp: Interpolant = field(default_factory=lambda: interpolant("linear"))
+    form: str = "velocity"
+
+    def velocity(self, x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.b(x, t, label)
+
+    __call__ = velocity
+
+    def step(self, x: Tensor, s: Tensor, u: Tensor, label: Tensor | None = None) -> Tensor:
+        """An Euler step from s to u."""
+        return x + bcast(u - s, x) * self.velocity(x, s, label)
 
 
 @dataclass
@@ -72,7 +121,8 @@ class GaussianMixture:
         Given component k, ``I_t ~ N(β μ_k, v_k)`` with ``v_k = α² σ0² + β² s_k²`` and
         ``E[x1|x,k] = μ_k + β s_k²/v_k (x - β μ_k)``, ``E[x0|x,k] = α σ0²/v_k (x - β μ_k)``;
         the responsibilities ``r_k ∝ w_k N(x; β μ_k, v_k)`` mix ``α̇ E[x0|x,k] + β̇ E[x1|x,k]``.
-        ``label`` (per sample): the class-conditional velocity ``E[İ_t | I_t = x, k = label]`` (``r`` one-hot).
+        ``label`` (per sample): the class-conditional velocity ``E[İ_t | I_t = x, k = label]`` (``r`` one-hot);
+        the label K (the number of components, the null class ∅) keeps the unconditional ``r``.
         """
         interp = interp or interpolant("linear")
         dtype = x.dtype
@@ -83,10 +133,11 @@ class GaussianMixture:
         v = a**2 * sigma0**2 + b**2 * s2  # (B, K, D)
         r = x64[:, None, :] - b * mu
         logp = -0.5 * (r**2 / v + torch.log(v)).sum(-1) + torch.log(self.weights.to(x.device))[None]
-        if label is None:
-            resp = torch.softmax(logp, dim=1)[..., None]  # (B, K, 1)
-        else:
-            resp = torch.nn.functional.one_hot(label.to(x.device).long(), self.components).to(x64)[..., None]
+        resp = torch.softmax(logp, dim=1)[..., None]  # (B, K, 1)
+        if label is not None:
+            label = label.to(x.device).long()
+            one = torch.nn.functional.one_hot(label.clamp(max=self.components - 1), self.components).to(x64)
+            resp = torch.where((label == self.components)[:, None, None], resp, one[..., None])
         e1 = mu + b * s2 / v * r
         e0 = a * sigma0**2 / v * r
         return (resp * (da * e0 + db * e1)).sum(1).to(dtype)
@@ -110,13 +161,21 @@ class GaussianMixture:
         return odeint(f, x.double(), tau, rtol=rtol, atol=atol, method="dopri5")[-1].to(x.dtype)
 
 
-class AnalyticTeacher(Options):
-    """``teacher.kind: analytic`` — the exact velocity of the data's Gaussian mixture (``data.kind: gmm``)."""
+class TeacherOptions(Options):
+    """What every teacher kind shares: distilling it guided at a fixed scale."""
+
+    guidance: float = Field(0.0, ge=0, description="classifier-free guidance scale w: distill "
+                            "b_w = (1 + w) b(·|k) − w b(·|∅) (a class-conditional teacher with a null class)")
+
+
+class AnalyticTeacher(TeacherOptions):
+    """``teacher.kind: analytic`` — the exact velocity of the data's Gaussian mixture (``data.kind: gmm``); its
+    null class ∅ (label = number of components) is the unconditional mixture."""
 
     kind: Literal["analytic"] = "analytic"
 
 
-class RunTeacher(Options):
+class RunTeacher(TeacherOptions):
     """``teacher.kind: run`` — the velocity of a trained flowmaps run directory at ``path``, pinned by the
     SHA-256 of its config and checkpoint when a distillation starts. ``init``: the student starts from the
     teacher's (EMA) weights, which needs the teacher's network (same ``model`` section); its diagonal ``v(x, t, t)``
@@ -127,4 +186,29 @@ class RunTeacher(Options):
     init: bool = False
 
 
-TEACHERS: dict[str, type[Options]] = {"analytic": AnalyticTeacher, "run": RunTeacher}
+class DiffusersTeacher(TeacherOptions):
+    """``teacher.kind: diffusers`` — a diffusers ``UNet2DModel`` on a variance-preserving schedule, from a
+    ``save_pretrained`` folder ``path`` (a pipeline folder with ``unet/`` and ``scheduler/``, or a model folder
+    with ``scheduler_config.json`` beside it; safetensors weights only), converted exactly to the t-frame
+    (:mod:`flowmaps.core.frames`) and pinned by the SHA-256 of its files."""
+
+    kind: Literal["diffusers"] = "diffusers"
+    path: str
+    prediction: Literal[PREDICTIONS] | None = Field(  # type: ignore[valid-type]
+        None, description="epsilon | v_prediction | sample; null: the scheduler config's prediction_type")
+    null_class: bool = Field(False, description="the last class embedding is the unconditional one ∅ (trained "
+                             "with label dropout): the model has num_class_embeds − 1 classes")
+
+
+class PythonTeacher(TeacherOptions):
+    """``teacher.kind: python`` — ``target`` (``package.module:factory`` or ``path/to/file.py:factory``) called
+    with ``options`` returns a :class:`Teacher` (or a plain ``b(x, t, label=None)`` in the t-frame, t0 = 0);
+    pinned by the target, the options and, for a file, its SHA-256."""
+
+    kind: Literal["python"] = "python"
+    target: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z_0-9.]*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+TEACHERS: dict[str, type[Options]] = {"analytic": AnalyticTeacher, "run": RunTeacher, "diffusers": DiffusersTeacher,
+                                      "python": PythonTeacher}

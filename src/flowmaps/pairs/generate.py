@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..core.distributed import world
-from ..core.sampling import class_labels, get_solver, sample, uniform_grid
+from ..core.sampling import class_labels, from_noise, get_solver, sample
 from ..errors import ConfigError, StoreError
 from ..io.shards import MANIFEST, open_for_writing, read_manifest, shard_count, write_manifest, write_shard
 from .store import KIND, indexed_noise, pair_manifest
@@ -34,16 +34,17 @@ def pair_solver_nfe(solver: str, steps: int, form: str | None = None) -> int | N
     return s.nfe(steps)
 
 
-def teacher_sampler(model, solver: str, steps: int) -> Callable[..., tuple[Tensor, int]]:
-    """``Φ(z, label) -> (x1, nfe)`` for a loaded model: its sampler from noise z (t = 0) to data (t = 1), of class
-    ``label`` for a class-conditional model; ``edm`` starts from EDM's ``x_σmax = σ_max z/σ0`` (the data term
-    dropped, as EDM does) and runs its Heun sampler on ``steps`` σ levels."""
+def teacher_sampler(model, solver: str, steps: int, t0: float = 0.0) -> Callable[..., tuple[Tensor, int]]:
+    """``Φ(z, label) -> (x1, nfe)`` for a loaded model (a run's or a :class:`flowmaps.core.teachers.Teacher`): its
+    sampler from noise z to data (t = 1), of class ``label`` for a class-conditional model. Every solve starts at
+    the teacher's first time ``t0`` from ``α_{t0} z`` (the data term dropped, as EDM does); ``edm`` runs its Heun
+    sampler on ``steps`` σ levels from σ_max = 80 (t0 = 0) or σ(t0)."""
     pair_solver_nfe(solver, steps, model.form)
-    grid = uniform_grid(steps)
 
     @torch.no_grad()
     def phi(z: Tensor, label: Tensor | None = None) -> tuple[Tensor, int]:
-        s = sample(model, z, grid, solver=solver, label=label)
+        x, grid = from_noise(model, z, steps, t0)
+        s = sample(model, x, grid, solver=solver, label=label)
         return s.x, s.nfe
 
     return phi
@@ -85,7 +86,8 @@ def generate_pairs(teacher: PairTeacher, n: int, out: str | Path, seed: int = 0,
         raise ConfigError(f"n, shard_size and batch_size must be >= 1 (got {n}, {shard_size}, {batch_size})")
     want = pair_manifest(n, shard_size, teacher.shape, teacher=teacher.identity, solver=solver, steps=steps,
                          nfe=pair_solver_nfe(solver, steps), seed=seed, sigma0=teacher.sigma0,
-                         num_classes=teacher.num_classes)
+                         num_classes=teacher.num_classes, guidance=teacher.identity.get("guidance", 0.0),
+                         t0=teacher.identity.get("t0", 0.0))
     lock, m, failure = None, None, None
     try:
         if rank == 0:

@@ -1,7 +1,7 @@
 """Teacher pairs ``(z, Φ(z))`` on disk: a sharded store (:mod:`flowmaps.io.shards`) of kind ``pairs`` with the
 fields ``z`` (noise, the batch's "x0") and ``x1`` (``Φ(z)``), both float32 of the data's shape. The manifest also
 records the teacher's identity (path, config and weight hashes, its data section), solver, steps, NFE, σ0, the
-noise seed and the classes of a class-conditional teacher.
+noise seed, the classes of a class-conditional teacher, its guidance scale and its first time t0.
 
 Pair ``i``'s noise is ``z_i = σ0 · randn(shape, generator=torch.Generator().manual_seed(seed · 2³² + i))``.
 Because every z depends only on (seed, i), a store is the same whatever the batch size, the number of processes
@@ -37,7 +37,8 @@ def indexed_noise(seed: int, index: Tensor | np.ndarray | range, shape: tuple[in
 
 
 def pair_manifest(n: int, shard_size: int, shape: tuple[int, ...], **about: Any) -> dict[str, Any]:
-    """A new pair store's manifest (``about``: teacher, solver, steps, nfe, seed, sigma0, num_classes)."""
+    """A new pair store's manifest (``about``: teacher, solver, steps, nfe, seed, sigma0, num_classes, guidance,
+    t0)."""
     return manifest(KIND, n, shard_size, {"z": (shape, "float32"), "x1": (shape, "float32")}, **about,
                     noise="z_i = sigma0 * torch.randn(shape, generator=torch.Generator().manual_seed(seed*2**32 + i))",
                     labels="label_i = i mod num_classes (when num_classes > 0)")

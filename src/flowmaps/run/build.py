@@ -6,23 +6,23 @@ leaves a file behind for an input that cannot run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..core.models import FlowMap
 from ..core.objectives import Context, Objective, objective_class
 from ..core.paths import interpolant
+from ..core.teachers import DiffusersTeacher, Teacher, guided
 from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError
 from ..io.checkpoint import load_state
 from ..io.files import sha256
 from ..pairs.generate import PairTeacher, teacher_sampler
 from .config import RunConfig, config_diff, decay_name, load_config, parse_config, read_yaml
+from .teachers import is_diffusers_folder, load_teacher
 
 CONFIG_FILE, CHECKPOINT_FILE = "config.yaml", "checkpoint.safetensors"
 
@@ -78,7 +78,7 @@ def build_model(cfg: RunConfig, source: Source, form: str) -> FlowMap:
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
     return FlowMap(net, interpolant(cfg.path.interpolant), sigma0, sigma_data, form=form, time_dim=m.time_dim,
-                   max_freq=m.max_freq)
+                   max_freq=m.max_freq, null_class=m.label_embeddings > m.num_classes)
 
 
 @dataclass
@@ -91,16 +91,13 @@ class Run:
     step: int
     path: Path
     identity: dict[str, Any] = field(default_factory=dict)
+    t0: float = 0.0  # the first time of its solves: a distilled model starts where its teacher does
 
-    def velocity_field(self) -> Callable[..., Tensor]:
-        """``b(x, t, label=None)``: the model's ODE velocity as a teacher (no gradients)."""
-        model = self.model
+    def teacher(self) -> Teacher:
+        """The model's ODE velocity ``b(x, t, label=None)`` as a teacher (no gradients)."""
+        m = self.model
+        return Teacher(m.velocity, m.sigma0, self.source.shape, t0=self.t0, num_classes=m.num_classes, interp=m.interp)
 
-        def b(x: Tensor, t: Tensor, label: Tensor | None = None) -> Tensor:
-            with torch.no_grad():
-                return model.velocity(x, t, label)
-
-        return b
 
 
 def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
@@ -114,7 +111,7 @@ def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
 def ema_states(saved: dict, cfg: RunConfig) -> dict[str, dict]:
     """``{decay name: weights}`` of a checkpoint's EMAs (one written before several EMAs holds the first's)."""
     emas = saved["ema"]
-    if any(isinstance(v, Tensor) for v in emas.values()):
+    if any(isinstance(v, torch.Tensor) for v in emas.values()):
         return {decay_name(cfg.train.ema[0]): emas}
     return emas
 
@@ -156,27 +153,65 @@ def load_run(path: str | Path, ema: bool | str = True, device: str = "cpu") -> R
         raise CheckpointError(f"{path / CHECKPOINT_FILE}: weights do not match the run's config "
                               f"({str(err).splitlines()[0]})") from None
     model.eval().requires_grad_(False)
-    return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg))
+    return Run(cfg, source, model, int(state["step"]), path, run_identity(path, int(state["step"]), cfg),
+               float((state.get("teacher") or {}).get("t0", 0.0)))
 
 
 @dataclass
-class Teacher:
-    """A distillation teacher: its velocity ``b(x, t, label)`` on this run's path, what pins it (the identity a
-    resume must find again), and its model when it is a run."""
+class BuiltTeacher:
+    """A distillation teacher: its velocity (a :class:`flowmaps.core.teachers.Teacher`) on this run's path, what
+    pins it (the identity a resume must find again), and its model when it is a run."""
 
-    velocity: Callable[..., Tensor] | None = None
+    velocity: Teacher | None = None
     identity: dict = field(default_factory=dict)
     model: FlowMap | None = None
 
 
-def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> Teacher:
-    """The teacher ``cfg.teacher`` describes, checked against this run's data, path and classes."""
+def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> BuiltTeacher:
+    """The teacher ``cfg.teacher`` describes (guided at ``teacher.guidance``), checked against this run's data,
+    path and classes."""
     if cfg.teacher is None:
-        return Teacher()
-    interp = interpolant(cfg.path.interpolant)
-    if cfg.teacher.kind == "analytic":
-        return Teacher(source.mixture.teacher(interp, sigma0), {"kind": "analytic",
-                                                                "data": cfg.data.model_dump(mode="json")})
+        return BuiltTeacher()
+    model = None
+    opts, interp = cfg.teacher, interpolant(cfg.path.interpolant)
+    if opts.kind == "analytic":
+        mix = source.mixture
+        teacher = Teacher(mix.teacher(interp, sigma0), sigma0, source.shape, num_classes=source.num_classes,
+                          interp=interp)
+        identity = {"kind": "analytic", "data": cfg.data.model_dump(mode="json")}
+        null = True
+    elif opts.kind == "run":
+        teacher, identity, model = _run_teacher(cfg, source, sigma0, interp)
+        null = model.null_class
+    else:
+        if interp.name != "linear":
+            raise ConfigError(f"teacher.kind={opts.kind} is converted to the linear path: set path.interpolant=linear")
+        teacher, identity = load_teacher(opts, sigma0, source.shape, str(resolve_device(cfg.train.device)))
+        null = opts.kind == "python" or opts.null_class
+        if tuple(teacher.shape) != tuple(source.shape):
+            raise ConfigError(f"teacher {identity.get('path', opts.kind)} makes data of shape {tuple(teacher.shape)}; "
+                              f"this run's data has shape {source.shape}")
+        if abs(teacher.sigma0 - sigma0) > 1e-6 * sigma0:
+            raise ConfigError(f"teacher {opts.kind} has sigma0={teacher.sigma0:.6g}; set path.sigma0 to match")
+        if teacher.num_classes and teacher.num_classes != cfg.model.num_classes:
+            raise ConfigError(f"teacher {identity.get('path', opts.kind)} is class-conditional with "
+                              f"{teacher.num_classes} classes; set model.num_classes={teacher.num_classes} "
+                              f"(this run has {cfg.model.num_classes})")
+    return BuiltTeacher(*guide(teacher, identity, opts.guidance, null, "teacher.guidance"), model)
+
+
+def guide(teacher: Teacher, identity: dict, w: float, null: bool, what: str) -> tuple[Teacher, dict]:
+    """The teacher guided at scale w (:func:`flowmaps.core.teachers.guided`), its identity recording w and t0."""
+    identity = {**identity, "guidance": w, "t0": teacher.t0}
+    if not w:
+        return teacher, identity
+    if not teacher.num_classes or not null:
+        raise ConfigError(f"{what}={w:g} needs a class-conditional teacher with a null class (trained with label "
+                          "dropout: model.cond_drop; diffusers: null_class)")
+    return replace(teacher, b=guided(teacher.b, w, teacher.num_classes)), identity
+
+
+def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple[Teacher, dict, FlowMap]:
     where = cfg.teacher.path
     run = load_run(where, device=str(resolve_device(cfg.train.device)))
     if run.model.form == "endpoint":
@@ -195,22 +230,52 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> Teacher:
         raise ConfigError(f"teacher.init starts from the weights of {where}, whose network differs "
                           f"({'; '.join(config_diff(run.cfg, cfg, sections=('model',))[:3])}); use the same model "
                           "section or leave teacher.init false")
-    return Teacher(run.velocity_field(), run.identity, run.model)
+    return run.teacher(), run.identity, run.model
 
 
-def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, Teacher]:
+def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, BuiltTeacher]:
     """``(objective, teacher)`` for this config and data."""
     sigma0, _ = resolve_scales(cfg, source)
     teacher = build_teacher(cfg, source, sigma0)
-    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real)
+    t0 = teacher.velocity.t0 if teacher.velocity is not None else 0.0
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real, t0)
     try:
         return objective_class(cfg.objective.method)(cfg.objective, ctx), teacher
     except ValueError as err:
         raise ConfigError(f"objective: {err}") from None
 
 
-def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu") -> PairTeacher:
-    """A trained run directory as a pair teacher; its identity is the config's and the weights' SHA-256."""
-    run = load_run(path, device=device)
-    return PairTeacher(teacher_sampler(run.model, solver, steps), run.identity, run.model.sigma0, run.source.shape,
-                       run.model.num_classes)
+def open_teacher(path: str | Path, guidance: float = 0.0, diffusers: dict | None = None, sigma0: float | None = None,
+                 device: str = "cpu", ema: bool | str = True) -> tuple[Any, Teacher, dict]:
+    """``(model, teacher, identity)`` of a trained run directory or a diffusers ``save_pretrained`` folder, guided
+    at scale ``guidance``: ``model`` is what a sampler runs (the run's own model unless guided, else the teacher),
+    ``teacher`` its velocity with σ0, shape, first time and classes. ``diffusers``: the options of
+    :class:`flowmaps.core.teachers.DiffusersTeacher` (prediction, null_class); ``sigma0``: its base scale (1);
+    ``ema``: a run's weights (see :func:`ema_weights`)."""
+    dev = str(resolve_device(device))
+    if is_diffusers_folder(path):
+        if ema is not True:
+            raise ConfigError(f"{path}: a diffusers folder holds one set of weights; --ema is for run directories")
+        opts = DiffusersTeacher(path=str(path), guidance=guidance, **(diffusers or {}))
+        teacher, identity = load_teacher(opts, sigma0 or 1.0, None, dev)
+        teacher, identity = guide(teacher, identity, guidance, opts.null_class, "--guidance")
+        return teacher, teacher, identity
+    if diffusers or sigma0 is not None:
+        raise ConfigError(f"{path}: a flowmaps run has its own base scale and prediction; --sigma0, --prediction "
+                          "and --null-class are for diffusers folders")
+    run = load_run(path, ema=ema, device=dev)
+    if not guidance:
+        return run.model, run.teacher(), run.identity
+    if run.model.form != "velocity":
+        raise ConfigError(f"{path}: --guidance samples velocity models; this run is a {run.model.form} model")
+    teacher, identity = guide(run.teacher(), run.identity, guidance, run.model.null_class, "--guidance")
+    return teacher, teacher, identity
+
+
+def pair_teacher(path: str | Path, solver: str = "edm", steps: int = 18, device: str = "cpu", guidance: float = 0.0,
+                 diffusers: dict | None = None, sigma0: float | None = None) -> PairTeacher:
+    """A trained run directory or a diffusers folder (see :func:`open_teacher`) as a pair teacher; its identity
+    is the config's and the weights' SHA-256 (and the guidance scale)."""
+    model, teacher, identity = open_teacher(path, guidance, diffusers, sigma0, device)
+    return PairTeacher(teacher_sampler(model, solver, steps, teacher.t0), identity, teacher.sigma0, teacher.shape,
+                       teacher.num_classes)

@@ -153,7 +153,8 @@ class RunConfig(Options):
         method = self.objective.method
         cls = objective_class(method)
         if cls.needs_teacher and self.teacher is None:
-            raise ValueError(f"objective {method!r} distills a teacher: set teacher.kind (analytic or run)")
+            raise ValueError(f"objective {method!r} distills a teacher: set teacher.kind "
+                             f"({', '.join(TEACHERS)})")
         if self.teacher is not None and not cls.needs_teacher:
             raise ValueError(f"objective {method!r} uses no teacher: remove the teacher section")
         if cls.needs_pairs and self.data.kind != "pairs":
@@ -162,6 +163,10 @@ class RunConfig(Options):
         if cls.paths is not None and self.path.interpolant not in cls.paths:
             raise ValueError(f"objective {method!r} is defined on the {' or '.join(cls.paths)} path: "
                              f"set path.interpolant={cls.paths[0]}")
+        if self.model.cond_drop and (not self.model.num_classes or cls.needs_teacher):
+            raise ValueError("model.cond_drop trains a class-conditional model without a teacher to also be "
+                             "unconditional (classifier-free guidance): it needs model.num_classes > 0 and an "
+                             "objective without a teacher")
         if self.teacher is not None and self.teacher.kind == "analytic" and self.data.kind != "gmm":
             raise ValueError("teacher.kind=analytic is the exact velocity of a Gaussian mixture: it needs "
                              "data.kind=gmm")

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core import distributed
-from ..core.models import FlowMap
+from ..core.models import FlowMap, drop_labels
 from ..core.objectives import Objective
 from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError, NonFiniteError
@@ -148,6 +148,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
     lr = tc.lr * lr_factor(tc, state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    m = state.cfg.model
+    if m.cond_drop and "label" in batch:  # classifier-free guidance: train the null class ∅ as well
+        batch = {**batch, "label": drop_labels(batch["label"], m.cond_drop, m.num_classes)}
     values, aux_losses, logs = _accumulate(state, batch)
     groups = [state.params] + [state.aux[name][0] for name in aux_losses]
     losses = torch.stack([torch.stack(values).mean()] + [torch.stack(v).mean() for v in aux_losses.values()])
@@ -223,7 +226,9 @@ def checkpoint_state(state: TrainState) -> dict[str, Any]:
             "objective": state.objective.state_dict(), "teacher": state.teacher, "config": dump_config(state.cfg)}
 
 
-PINNED = ("kind", "config_sha256", "checkpoint_sha256")  # what of a teacher's identity a resume must find again
+PINNED = ("kind", "config_sha256", "checkpoint_sha256", "files", "target", "options", "file_sha256",
+          "guidance")  # what of a teacher's identity a resume must find again
+UNPINNED = {"guidance": 0.0}  # the value of a key that a checkpoint from before it was recorded lacks
 
 
 def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
@@ -237,7 +242,7 @@ def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
     if diff:
         raise CheckpointError(f"{ckpt}: written by another config ({'; '.join(diff[:3])}); it does not match this run")
     was, now = saved_state.get("teacher") or {}, state.teacher
-    changed = [k for k in PINNED if was.get(k) != now.get(k)]
+    changed = [k for k in PINNED if was.get(k, UNPINNED.get(k)) != now.get(k, UNPINNED.get(k))]
     if changed:
         raise CheckpointError(f"{ckpt}: the teacher changed since this run started ({', '.join(changed)} differ: "
                               f"{now.get('path', now.get('kind'))}); resume against the original teacher or "

@@ -249,8 +249,9 @@ def feature_extractor(name: str, weights: str | Path | None = None, device: str 
 
 def default_features(shape: tuple[int, ...], features: list[str] | None) -> list[str]:
     """The feature sets that measure images of ``shape``: ``features`` when configured, else the digits classifier
-    for one channel and Inception for RGB; none for data that are not images."""
-    if len(shape) != 3:
+    for one channel and Inception for RGB; none for data that are not images (vectors, latents of other channel
+    counts)."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
         return []
     if features is not None:
         return list(features)

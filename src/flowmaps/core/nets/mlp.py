@@ -23,7 +23,7 @@ class MLPOptions(ModelOptions):
     fourier_scale: float = Field(1.0, gt=0, description="standard deviation of their frequencies")
 
     def build(self, shape: tuple[int, ...], emb_dim: int) -> MLP:
-        return MLP(math.prod(shape), emb_dim, self.width, self.depth, self.num_classes, self.act, self.fourier,
+        return MLP(math.prod(shape), emb_dim, self.width, self.depth, self.label_embeddings, self.act, self.fourier,
                    self.fourier_scale)
 
 

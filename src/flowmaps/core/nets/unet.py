@@ -42,7 +42,7 @@ class UNetOptions(ModelOptions):
         if len(shape) != 3:
             raise ConfigError(f"model.net=unet needs image data of shape (C, H, W); the data has shape {tuple(shape)}")
         return UNet(shape, emb_dim, self.channels, self.mult, self.num_res_blocks, self.attn_resolutions,
-                    self.dropout, self.num_classes, self.head_dim, self.checkpointing)
+                    self.dropout, self.label_embeddings, self.head_dim, self.checkpointing)
 
 
 def _groups(ch: int, max_groups: int = 32) -> int:

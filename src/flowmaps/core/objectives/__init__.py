@@ -33,13 +33,15 @@ Velocity = Callable[..., Tensor]  # b(x, t, label=None)
 @dataclass
 class Context:
     """What an objective may need besides its options: the path, the base scale, the data's shape, a teacher
-    velocity and draws of real data (for an adversarial loss)."""
+    velocity, draws of real data (for an adversarial loss) and the first time ``t0`` of the teacher's range
+    (flow maps are trained on ``t0 ≤ s ≤ t ≤ 1``)."""
 
     interp: Interpolant
     sigma0: float
     shape: tuple[int, ...]
     teacher: Velocity | None = None
     real: Callable[[int], Tensor] | None = None
+    t0: float = 0.0
 
 
 @dataclass

@@ -148,12 +148,13 @@ class MapObjective(Objective):
 
     def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
         """``(s, t, n_diag)``: :func:`flowmaps.core.times.sample_times` with the annealed largest gap, or
-        :func:`~flowmaps.core.times.logit_normal_times`."""
-        o = self.opts
+        :func:`~flowmaps.core.times.logit_normal_times`, mapped affinely onto the teacher's range ``[t0, 1]``."""
+        o, t0 = self.opts, self.ctx.t0
         if o.time == "logit_normal":
-            return logit_normal_times(n, o.eta, o.time_mean, o.time_std, o.square, device)
-        delta = max_gap(step, o.gap_start, o.anneal_steps)
-        return sample_times(n, o.eta, delta, o.square, device)
+            s, t, n_diag = logit_normal_times(n, o.eta, o.time_mean, o.time_std, o.square, device)
+        else:
+            s, t, n_diag = sample_times(n, o.eta, max_gap(step, o.gap_start, o.anneal_steps), o.square, device)
+        return (s, t, n_diag) if not t0 else (t0 + (1 - t0) * s, t0 + (1 - t0) * t, n_diag)
 
     def draw(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
         """``(x0, x1, label, s, t, n_diag)``: the batch's noise (the pairs' ``x0`` on teacher pairs, else a fresh
