@@ -1,8 +1,9 @@
 """Evaluations during training (``eval.every``): every ``eval.every`` steps the first EMA draws ``eval.every_n``
-samples at each of ``eval.steps`` (its model form's default solver); their metrics (for images the Fréchet
-distance and the other feature scores, see :mod:`.measure`) go to ``metrics.csv`` and TensorBoard as
-``<metric>_N<steps>``, and for images a grid of 64 samples at the fewest steps to ``RUN/samples/step-NNNNNNN.png``
-and TensorBoard. Sampling uses its own generators, so a resumed run stays identical to an uninterrupted one.
+samples at each of ``eval.steps`` (its model form's first evaluation solver, from the teacher's first time); their
+metrics (for images the Fréchet distance and the other feature scores, see :mod:`.measure`) go to ``metrics.csv``
+and TensorBoard as ``<metric>_N<steps>``, and for images a grid of 64 samples at the fewest steps to
+``RUN/samples/step-NNNNNNN.png`` and TensorBoard. Sampling uses its own generators, so a resumed run stays identical
+to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ class Monitor:
     """Built before anything is written (a feature extractor that cannot load stops the run there); its
     reference statistics are computed or read by :meth:`start`, once the run directory exists."""
 
-    def __init__(self, cfg: RunConfig, source: Source, device: str) -> None:
+    def __init__(self, cfg: RunConfig, source: Source, device: str, t0: float = 0.0) -> None:
         e = cfg.eval
-        self.cfg, self.source, self.device = cfg, source, device
+        self.cfg, self.source, self.device, self.t0 = cfg, source, device, t0
         self.meter: ImageMeter | None = None
         if e.every:
             for name in default_features(source.shape, e.features):
@@ -52,7 +53,7 @@ class Monitor:
         out: dict[str, float] = {}
         for i, k in enumerate(sorted(e.steps)):
             row, x = measure_samples(ema, self.source, self.ref, e.every_n, e.seed, e.batch, self.meter, e.bins,
-                                     solver=solver, steps=k)
+                                     solver=solver, steps=k, t0=self.t0)
             out.update({f"{key}_N{k}": v for key, v in row.items() if key not in ("n", "nfe")
                         and not key.startswith("n_ref")})
             if i == 0 and rank == 0 and x.dim() == 4:

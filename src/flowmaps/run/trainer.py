@@ -294,7 +294,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     torch.manual_seed(cfg.seed)
     source = build_source(cfg.data)
     state = build_state(cfg, source)
-    monitor = Monitor(cfg, source, str(state.device))
+    monitor = Monitor(cfg, source, str(state.device), state.objective.ctx.t0)
     ckpt = run_dir / CHECKPOINT_FILE
     if resume and ckpt.exists():
         _set_rng_states(restore(state, ckpt), state.device, rank)
