@@ -55,14 +55,14 @@ BAD_CONFIGS: dict[str, tuple[list[str] | str, str]] = {
     "not a device": (["train.device=banana"], r"train\.device: 'banana' is not a device"),
     "a GPU this machine lacks": (["train.device=cuda:64"],
                                  r"device cuda:64: this (torch has no usable CUDA GPU|machine has \d+ CUDA GPU)"),
-    "unknown features": (["eval.features=[clip]"], r"eval\.features\.0: Input should be 'digits' or 'inception'"),
+    "unknown features": (["eval.features=[clip]"], r"eval\.features: unknown feature extractor 'clip'; choose from"),
     # wrong types
     "number as text": (["train.lr=fast"], r"train\.lr: Input should be a valid number"),
     "section as a number": (["data=5"], r"data: expected a mapping with kind, got int"),
     "list as a number": (["eval.steps=3"], r"eval\.steps: Input should be a valid list"),
     # ranges
     "steps < 1": (["train.steps=0"], r"train\.steps: Input should be greater than or equal to 1"),
-    "EMA decay of 1": (["train.ema=1.0"], r"train\.ema: Input should be less than 1"),
+    "EMA decay of 1": (["train.ema=1.0"], r"train\.ema: EMA decays must lie in \[0, 1\), got 1\.0"),
     "negative base scale": (["path.sigma0=0"], r"path\.sigma0: Input should be greater than 0"),
     "time embedding too coarse": (["model.max_freq=0.5"], r"model\.max_freq: Input should be greater than or equal"),
     "negative mixture width": (["data={kind: gmm, std: -1}"], r"data\.std: Input should be greater than 0"),

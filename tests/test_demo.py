@@ -13,6 +13,6 @@ def test_demo_fast_writes_samples_plot_and_metrics(tmp_path, capsys):
     models = {r["model"] for r in rows}
     assert {"teacher", "lmm"} <= models
     for r in rows:
-        assert r["nfe"] >= 1 and r["kl"] >= 0 and r["w2"] >= 0
+        assert (r["nfe"] >= 1 or r["model"] == "target") and r["kl"] >= 0 and r["w2"] >= 0
     assert "| model" in (out / "metrics.md").read_text()
     assert "samples.png" in capsys.readouterr().out

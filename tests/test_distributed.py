@@ -1,19 +1,24 @@
 """Several processes on the CPU (gloo). Training: gradients are averaged explicitly, so every rank ends with the
 same weights, for a flow-matching objective and for a JVP objective (which cannot run through a DDP wrapper).
-Pair generation: the ranks split the shards and the store equals a one-process store, byte for byte."""
+Pair generation: the ranks split the shards and the store equals a one-process store, byte for byte. Evaluation
+and PNG export: the ranks split the sample batches and the results equal one process's."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+from flowmaps.app.cli import main
 from flowmaps.core.objectives import registry
+from flowmaps.data.prepare import open_source, prepare
 from flowmaps.io.shards import read_manifest
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.pairs.store import verify_store
@@ -49,10 +54,10 @@ def _two_ranks(args: list[str], code: int = 0) -> list[tuple[str, str]]:
     return outs
 
 
-def _train_two_ranks(tmp_path: Path, method: str) -> tuple[dict, dict, Path]:
+def _train_two_ranks(tmp_path: Path, method: str, **sections) -> tuple[dict, dict, Path]:
     cfg = {"seed": 0, "data": {"kind": "gmm", "dim": 2, "components": 4},
            "model": {"width": 32, "depth": 2, "time_dim": 8}, "objective": {"method": method},
-           "train": {"steps": 8, "batch_size": 64, "log_every": 4, "ckpt_every": 8, "threads": 1}}
+           "train": {"steps": 8, "batch_size": 64, "log_every": 4, "ckpt_every": 8, "threads": 1}, **sections}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     _two_ranks([str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "cfg.yaml"), str(run), str(tmp_path)])
@@ -68,6 +73,15 @@ def test_two_ranks_end_with_the_same_weights(tmp_path, method):
     for k in a:  # the ranks drew different batches (seed + rank), so equality needs the gradient all-reduce
         assert torch.equal(a[k], b[k]), k
     assert (run / "checkpoint.safetensors").exists() and (run / "metrics.csv").exists()  # written by rank 0 only
+
+
+def test_two_ranks_stream_a_prepared_store_and_end_with_the_same_weights(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (64, 1, 8, 8), dtype=np.uint8))
+    prepare(*open_source(tmp_path / "x.npy"), tmp_path / "store", shard_size=16, progress=False)
+    a, b, _ = _train_two_ranks(tmp_path, "fm", data={"kind": "prepared", "path": str(tmp_path / "store"),
+                                                     "hflip": True, "workers": 1},
+                               model={"net": "unet", "channels": 8, "mult": [1, 2], "num_res_blocks": 1})
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_ranks_split_pair_generation_and_resume_a_one_process_store(tmp_path):
@@ -94,3 +108,25 @@ def test_two_ranks_split_pair_generation_and_resume_a_one_process_store(tmp_path
     for _, err in _two_ranks(args + ["--seed", "1"], code=2):
         assert err.strip().endswith("was made with seed=0, this run asks seed=1; use the same settings to resume "
                                     "or choose another --out"), err
+
+
+def test_two_ranks_split_eval_and_png_export_with_one_process_results(tmp_path):
+    """`eval` and `sample --out DIR` under two ranks split the sample batches; the table and the PNG files equal
+    those of one process."""
+    cfg = {"seed": 0, "data": {"kind": "images", "name": "digits"},
+           "model": {"net": "unet", "channels": 8, "mult": [1, 2], "num_res_blocks": 1},
+           "train": {"steps": 2, "batch_size": 8, "ckpt_every": 2, "device": "cpu"},
+           "eval": {"n": 48, "steps": [1], "batch": 16}}
+    run = tmp_path / "run"
+    train(parse_config(cfg), run, progress=False)
+    common = ["--device", "cpu", "--batch-size", "16"]
+    _two_ranks(["-m", "flowmaps", "eval", str(run), "--quiet", *common])
+    two = json.loads((run / "eval.json").read_text())
+    _two_ranks(["-m", "flowmaps", "sample", str(run), "--n", "40", "--out", str(tmp_path / "two"), *common])
+    assert main(["eval", str(run), "--quiet", *common]) == 0
+    one = json.loads((run / "eval.json").read_text())
+    assert main(["sample", str(run), "--n", "40", "--out", str(tmp_path / "one"), *common]) == 0
+    assert one == two and one[0]["n"] == 48 and one[0]["fd_digits"] > 0
+    files = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert len(files) == 40 and files == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)

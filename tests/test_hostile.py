@@ -24,7 +24,9 @@ OOM = r"out of memory \(.*you tried to allocate \d+ bytes.*\); ask for a smaller
 HOSTILE = {
     # name: (command line, expected part of the one-line error); exit status 2, nothing on disk touched
     "a network too large for memory": ([*NEW, "model.width=100000000000"], OOM),
-    "a sample set too large for memory": ([*SAMPLE, "--n", "100000000000"], OOM),
+    "a sample set too large for the disk": ([*SAMPLE, "--n", "100000000000000"],
+                                            r"s\.npy: 100000000000000 samples need \d+ bytes, the disk has \d+ free; "
+                                            "ask for a smaller --n"),
     "attention at a resolution the UNet lacks": ([*NEW, "data={{kind: images, name: digits}}", UNET_ATTN_3],
                                                  r"UNet attention at resolutions \[3\]: a 8×8 image runs at \[8, 4\]"),
     "lines matching on toy data with a path": (["train", "{cfg}", "--out", "{d}/new", "objective.method=lmm",

@@ -1,4 +1,4 @@
-"""Command line: ``flowmaps train | pairs | sample | eval | encode | demo``.
+"""Command line: ``flowmaps train | pairs | prepare | sample | eval | info | encode | demo``.
 
 Every :class:`flowmaps.errors.FlowmapsError` (bad arguments, config, data, checkpoint, pair store, device, a
 failed write, a diverged training) prints one line ``flowmaps: error: …`` and exits with its status (2 bad
@@ -105,7 +105,8 @@ def cmd_train(args) -> None:
     from ..run.config import load_config
     from ..run.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, overrides)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(f"run written to {out}")
@@ -130,7 +131,7 @@ def cmd_pairs(args) -> None:
         raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
     from ..run.build import pair_teacher, resolve_device
 
-    resolve_device(args.device)
+    args.device = str(resolve_device(args.device))
     distributed.init(args.device)  # under torchrun the ranks split the shards (each on its LOCAL_RANK GPU)
     teacher = pair_teacher(args.teacher, args.solver, args.steps, device=args.device, guidance=args.guidance,
                            diffusers=_diffusers_options(args), sigma0=args.sigma0)
@@ -203,52 +204,109 @@ def _sampling(model, args):
     return solvers, label
 
 
-def cmd_sample(args) -> None:
-    from ..core.sampling import noise
-    from ..run.build import load_run, open_teacher
-    from .evaluate import run_sampler
+def _device(args) -> str:
+    """``--device`` (default: cuda when available), joining the process group when started under torchrun."""
+    from ..core import distributed
+    from ..run.build import resolve_device
 
-    out = _output_file(Path(args.out), (".npy", ".png"), args.force)
-    model, teacher, _ = open_teacher(args.run, args.guidance, _diffusers_options(args), args.sigma0)
-    solvers, label = _sampling(model, args)
-    if len(solvers) != 1:
-        raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
+    device = str(resolve_device(args.device))
+    distributed.init(device)
+    return device
+
+
+def _spec(args, model, t0: float, solver: str) -> dict:
+    """The sampler of ``sample``: ``solver`` on ``--steps`` (default: the form's) from ``t0``, ``--grid`` or
+    ``--edm-grid``."""
     from ..core.sampling import DEFAULTS
 
-    steps = args.steps or DEFAULTS[model.form].steps
-    x0 = noise(args.n, teacher.shape, teacher.sigma0, args.seed)
-    s = run_sampler(model, x0, solvers[0], steps, args.seed, grid=args.grid, edm_grid=args.edm_grid,
-                    label=label, t0=teacher.t0)
-    decode = _decoder(args.run)
-    if decode is not None:  # a model of latents: its samples are images
-        s.x = decode(s.x)
+    steps = None if args.grid is not None or args.edm_grid is not None else args.steps or DEFAULTS[model.form].steps
+    return {"solver": solver, "steps": steps, "grid": args.grid, "edm_grid": args.edm_grid, "t0": t0}
+
+
+def cmd_sample(args) -> None:
+    from ..core import distributed
+    from ..run.build import load_run, open_teacher
+    from .samples import write_npy, write_picture, write_pngs
+
+    out = Path(args.out)
+    if out.suffix:
+        out = _output_file(out, (".npy", ".png"), args.force)
+    elif not out.parent.is_dir():
+        raise ConfigError(f"{out}: no folder {out.parent}; create it first")
+    device = _device(args)
+    model, teacher, identity = open_teacher(args.run, args.guidance, _diffusers_options(args), args.sigma0, device,
+                                            ema=args.ema or True)
+    solvers, _ = _sampling(model, args)
+    if len(solvers) != 1:
+        raise ConfigError(f"flowmaps sample takes one solver, got {','.join(solvers)}")
+    if out.suffix and distributed.world()[1] > 1:
+        raise ConfigError(f"{out}: several processes write a folder of PNGs (--out DIR), not one {out.suffix} file")
+    spec = {**_spec(args, model, teacher.t0, solvers[0]), "cls": args.cls, "device": device}
+    shape, n, seed, batch = tuple(teacher.shape), args.n, args.seed, args.batch_size or 500
+    decode = _decoder(args.run)  # a model of latents: its samples are images
+    note = ""
     if out.suffix == ".npy":
-        from ..io.arrays import save_array
-
-        save_array(out, s.x)
-    elif s.x.dim() == 2 and s.x.shape[1] == 2:
-        from .plots import scatter_panels
-
-        scatter_panels([(f"{solvers[0]}, NFE {s.nfe}", s.x)], out, load_run(args.run).source.bounds)
+        nfe = write_npy(model, shape, out, n, seed, batch, decode=decode, **spec)
+    elif out.suffix == ".png":
+        bounds = load_run(args.run).source.bounds if len(shape) == 1 else None
+        nfe = write_picture(model, shape, out, n, seed, batch, bounds, decode=decode, **spec)
     else:
-        from .plots import image_grid
-
-        image_grid(s.x, out)
-    print(f"{args.n} samples, solver {solvers[0]}, NFE {s.nfe} -> {out}")
+        about = {"run": identity, "ema": args.ema, "guidance": args.guidance, "n": n, "seed": seed, "batch": batch,
+                 **{k: v.tolist() if hasattr(v, "tolist") else v for k, v in spec.items() if k != "device"}}
+        made, nfe = write_pngs(model, shape, out, about, n, seed, batch, decode=decode, **spec)
+        made = sum(distributed.collect(made))
+        note = f" ({made} written now, {n - made} already there)"
+    if distributed.world()[0] == 0:
+        print(f"{n} samples, solver {solvers[0]}, NFE {nfe if nfe is not None else 'all made before'} -> {out}{note}")
 
 
 def cmd_eval(args) -> None:
+    from ..core import distributed
     from ..run.build import load_run
     from .evaluate import evaluate, markdown_table, save_rows
 
-    run = load_run(args.run)
+    device = _device(args)
+    run = load_run(args.run, ema=args.ema or True, device=device)
     e = run.cfg.eval
     args.n = args.n or e.n
     solvers = _sampling(run.model, args)[0] if args.solver else None
-    rows = evaluate(run.model, run.source, args.steps or e.steps, args.n, e.seed, solvers, bins=e.bins,
-                    features=e.features, t0=run.t0)
-    save_rows(run.path / "eval", rows)
-    print(markdown_table(rows, f"{run.path} (step {run.step}, EMA weights)"))
+    features = args.features.split(",") if args.features else e.features
+    references = dict(e.reference)
+    if args.ref:
+        from ..core.metrics.frechet import default_features
+
+        names = default_features(run.source.shape, features)
+        if len(names) != 1:
+            raise ConfigError(f"--ref {args.ref}: the run measures features {names or 'none'}; --ref needs exactly "
+                              "one (set --features)")
+        references[names[0]] = args.ref
+    steps = None if args.grid is not None or args.edm_grid is not None else args.steps or e.steps
+    rows = evaluate(run.model, run.source, steps, args.n, e.seed, solvers, bins=e.bins, features=features,
+                    grid=args.grid, edm_grid=args.edm_grid, references=references, stats_dir=run.path / "stats",
+                    batch=args.batch_size or e.batch, device=device, progress=not args.quiet, t0=run.t0)
+    if distributed.world()[0] == 0:
+        save_rows(run.path / "eval", rows)
+        which = f"EMA {args.ema}" if args.ema else "EMA"
+        print(markdown_table(rows, f"{run.path} (step {run.step}, {which} weights)"))
+
+
+def cmd_prepare(args) -> None:
+    from ..data.prepare import open_source, prepare
+    from ..io.shards import describe, verify
+
+    out = Path(args.out)
+    if args.verify:
+        bad = verify(out)
+        if bad:
+            raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
+        print(f"{out}: every shard matches its sha256")
+        return
+    if args.src is None:
+        raise ConfigError("flowmaps prepare needs SRC (an image folder, a .npy/.npz, or a torchvision root with --set)")
+    items, about = open_source(args.src, args.size, args.set, args.split, args.key, args.label_key)
+    m = prepare(items, about, out, args.shard_size, args.workers, args.repair, progress=not args.quiet)
+    print(f"{m['n']} images of shape {tuple(m['fields']['x']['shape'])}, {m['num_classes']} classes, "
+          f"{len(m['shards'])} shards -> {out}")
 
 
 def cmd_info(args) -> None:
@@ -258,9 +316,10 @@ def cmd_info(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    from ..run.build import resolve_device
     from .demo import demo
 
-    demo(Path(args.out), fast=args.fast, progress=not args.quiet)
+    demo(Path(args.out), fast=args.fast, progress=not args.quiet, device=str(resolve_device(args.device)))
 
 
 def _solver_help() -> str:
@@ -294,9 +353,26 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
                    "(default 1)")
 
 
+_DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)"
+
+
+def _sampler_args(p: argparse.ArgumentParser, steps_help: str) -> None:
+    """The sampling grid (one of --steps, --grid, --edm-grid), --device, --ema and --batch-size of sample/eval."""
+    from ..core.sampling import EDM_SUBSETS
+
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--steps", type=_steps if "comma" in steps_help else _positive, help=steps_help)
+    how.add_argument("--grid", type=_grid, help="an explicit time grid from noise (0) to data (1), e.g. 0,0.5,1")
+    how.add_argument("--edm-grid", type=_edm_indices, help="a time grid of EDM's 18 σ levels: increasing indices "
+                     "into them (lines matching's samplers are "
+                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)}, NFE 1, 2, 3, 3, 4)")
+    p.add_argument("--device", help=_DEVICE_HELP)
+    p.add_argument("--ema", help="the EMA to sample, by its decay (e.g. 0.9999; default: the first of train.ema)")
+    p.add_argument("--batch-size", type=_positive, help="samples per batch on the device (default 500)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-    from ..core.sampling import EDM_SUBSETS
 
     p = _Parser(prog="flowmaps", description="Few-step generative models: flow maps and lines matching. "
                 "`edm` names three things: the objective (EDM's denoiser training), the solver (EDM's Heun "
@@ -311,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<config name>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (starts it if there is none)")
+    t.add_argument("--device", help=f"{_DEVICE_HELP}; sets train.device")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -326,28 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_positive, default=8192, help="pairs per teacher batch")
     pr.add_argument("--repair", action="store_true", help="regenerate shards that are missing, truncated or corrupt")
     pr.add_argument("--verify", action="store_true", help="only check every shard's sha256 and noise, then exit")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--device", help=_DEVICE_HELP)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     _teacher_options(pr)
     pr.set_defaults(func=cmd_pairs)
 
-    s = sub.add_parser("sample", help="draw samples from a run or a diffusers model")
+    s = sub.add_parser("sample", help="draw samples from a run or a diffusers model, in batches")
     s.add_argument("run", help="a run directory or a diffusers save_pretrained folder")
-    how = s.add_mutually_exclusive_group()
-    how.add_argument("--steps", type=_positive, help="N steps on a uniform time grid (default: heun 18 steps for a "
-                     "velocity model, 1 step of map for a flow map or an endpoint model)")
-    how.add_argument("--grid", type=_grid, help="an explicit time grid from noise (0) to data (1), e.g. 0,0.5,1")
-    how.add_argument("--edm-grid", type=_edm_indices, help="a time grid of EDM's 18 σ levels: increasing indices "
-                     "into them (lines matching's samplers are "
-                     f"{' | '.join(','.join(map(str, s)) for s in EDM_SUBSETS)}, NFE 1, 2, 3, 3, 4)")
+    _sampler_args(s, "N steps on a uniform time grid (default: heun 18 steps for a velocity model, 1 step of map "
+                  "for a flow map or an endpoint model)")
     s.add_argument("--n", type=_positive, default=10_000)
     s.add_argument("--solver", help=f"the sampler (default: heun for a velocity model, map otherwise). "
                    f"{_solver_help()}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--class", dest="cls", type=int, help="class-conditional runs: sample only this class "
                    "(default: every class equally often, label_i = i mod classes)")
-    s.add_argument("--out", required=True, help="FILE.npy (array) or FILE.png (plot)")
-    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.add_argument("--out", required=True, help="FILE.npy (array), FILE.png (picture) or DIR (numbered PNGs, "
+                   "resumable; split over the ranks under torchrun)")
+    s.add_argument("--force", action="store_true", help="overwrite a FILE --out if it exists")
     _teacher_options(s)
     s.set_defaults(func=cmd_sample)
 
@@ -355,13 +428,34 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("eval", help="metrics at several step counts (writes RUN/eval.json and eval.md)")
+    e = sub.add_parser("eval", help="metrics at several step counts or one grid (writes RUN/eval.json and eval.md)")
     e.add_argument("run")
-    e.add_argument("--steps", type=_steps, help="comma-separated, e.g. 1,2,4,8,16 (default: the config's)")
+    _sampler_args(e, "comma-separated, e.g. 1,2,4,8,16 (default: the config's eval.steps)")
     e.add_argument("--n", type=_at_least(2), help="samples per row, at least 2 (default: the config's eval.n)")
     e.add_argument("--solver", help="comma-separated (default: euler and heun, plus the adaptive solve, for a velocity "
                    f"model; map for a flow map; map and renoise for an endpoint model). {_solver_help()}")
+    e.add_argument("--features", help="comma-separated feature extractors for images (default: the config's "
+                   "eval.features, else digits for one channel, inception for RGB)")
+    e.add_argument("--ref", help="reference statistics .npz (mu, sigma) of the feature set, e.g. a published "
+                   "FID reference (default: computed from the data once and cached)")
+    e.add_argument("--quiet", action="store_true", help="no progress messages")
     e.set_defaults(func=cmd_eval)
+
+    pp = sub.add_parser("prepare", help="an image data set into a prepared store that training streams")
+    pp.add_argument("src", nargs="?", help="an image folder, a .npy/.npz of images, or a torchvision root (--set)")
+    pp.add_argument("--out", required=True, help="store directory (created, or resumed if it holds this source)")
+    pp.add_argument("--set", help="the torchvision set at SRC (cifar10, cifar100, mnist, fashionmnist, svhn, stl10, "
+                    "celeba), read from the local root; never downloaded")
+    pp.add_argument("--split", default="train", help="the torchvision split (default train)")
+    pp.add_argument("--size", type=_positive, help="resize every image to size×size")
+    pp.add_argument("--key", help="the .npz array of the images (default: its only array)")
+    pp.add_argument("--label-key", help="the .npz array of the labels (default: none)")
+    pp.add_argument("--shard-size", type=_positive, default=8192, help="images per shard file (default 8192)")
+    pp.add_argument("--workers", type=_at_least(0), default=0, help="decoding processes (default 0: this one)")
+    pp.add_argument("--repair", action="store_true", help="make again shards that are missing, truncated or corrupt")
+    pp.add_argument("--verify", action="store_true", help="only check every shard's sha256, then exit")
+    pp.add_argument("--quiet", action="store_true", help="no progress bar")
+    pp.set_defaults(func=cmd_prepare)
 
     en = sub.add_parser("encode", help="encode a config's images with a diffusers AutoencoderKL into a latent store")
     en.intermixed = True
@@ -380,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded default: a teacher and few-step models on the checkerboard")
     d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     d.add_argument("--fast", action="store_true", help="a much shorter run (smoke test)")
+    d.add_argument("--device", help=_DEVICE_HELP)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
     return p

@@ -43,33 +43,35 @@ EDM_GRIDS = {1: [0], 2: [0, 1], 4: [0, 1, 3, 5]}  # lines matching's samplers on
 OUTPUTS = {"teacher", "lmd", "pairs", "lmm", "samples.png", "metrics.md", "metrics.json"}
 
 
-def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool) -> Run:
-    cfg = parse_config(tree, FAST if fast else [])
+def _stage(name: str, tree: dict, out: Path, fast: bool, progress: bool, device: str = "cpu") -> Run:
+    cfg = parse_config(tree, (FAST if fast else []) + [f"train.device={device}"])
     print(f"[demo] {name}: {cfg.objective.method}, {cfg.train.steps} steps -> {out / name}", flush=True)
-    return load_run(train(cfg, out / name, resume=True, progress=progress))
+    return load_run(train(cfg, out / name, resume=True, progress=progress), device=device)
 
 
-def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000) -> list[dict]:
-    """Train the demo's models into ``out`` (resuming any already there), draw and measure them, and write the
-    figure and the table."""
+def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000, device: str = "cpu") -> list[dict]:
+    """Train the demo's models into ``out`` (resuming any already there) on ``device``, draw and measure them, and
+    write the figure and the table."""
     if out.exists() and (not out.is_dir() or any(p.name not in OUTPUTS for p in out.iterdir())):
         raise ConfigError(f"{out}: exists and is not a demo folder (it holds other files); choose another --out")
-    teacher = _stage("teacher", TEACHER, out, fast, progress)
+    teacher = _stage("teacher", TEACHER, out, fast, progress, device)
     lmd = _stage("lmd", {**LMD, "teacher": {"kind": "run", "path": str(out / "teacher"), "init": True}}, out, fast,
-                 progress)
+                 progress, device)
     pairs, count = out / "pairs", 2000 if fast else PAIRS
     print(f"[demo] pairs: {count} teacher pairs (EDM Heun, 35 NFE) -> {pairs}", flush=True)
-    generate_pairs(pair_teacher(out / "teacher", "edm", 18), count, pairs, shard_size=8192, progress=progress)
-    lmm = _stage("lmm", {**LMM, "data": {"kind": "pairs", "path": str(pairs)}}, out, fast, progress)
+    generate_pairs(pair_teacher(out / "teacher", "edm", 18, device), count, pairs, shard_size=8192,
+                   progress=progress)
+    lmm = _stage("lmm", {**LMM, "data": {"kind": "pairs", "path": str(pairs)}}, out, fast, progress, device)
 
     n = 4000 if fast else n
-    x0 = noise(n, teacher.source.shape, teacher.model.sigma0, seed=1)
+    x0 = noise(n, teacher.source.shape, teacher.model.sigma0, seed=1).to(device)
     target = teacher.source.reference(n, seed=1235)
     rows: list[dict] = []
     panels = [("target", target)]
 
     def draw(model: str, label: str, run: Run, solver: str, steps: int | None = None, edm_grid=None) -> None:
         s = run_sampler(run.model, x0, solver, steps, seed=1, edm_grid=edm_grid)
+        s.x = s.x.cpu()
         row = {"model": model, "solver": solver, "steps": steps or len(edm_grid or []) or None, "nfe": s.nfe,
                **measure(s.x, target, teacher.source.bounds)}
         rows.append(row)

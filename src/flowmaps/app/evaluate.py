@@ -1,93 +1,68 @@
-"""Sample a model at several step counts and measure the samples against the target distribution."""
+"""Evaluate a model: one row of metrics per sampler (solver × step count, or one grid), as a table.
+
+Every row carries the sample count ``n`` (the Fréchet distance depends on it) beside the metrics of
+:func:`flowmaps.run.measure.measure_samples`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from ..core.metrics import energy_distance, kl_histogram, wasserstein2
 from ..core.models import FlowMap
-from ..core.sampling import (
-    DEFAULTS,
-    Samples,
-    class_labels,
-    edm_subset_grid,
-    from_noise,
-    noise,
-    sample,
-    start_state,
-)
+from ..core.sampling import DEFAULTS, run_sampler
 from ..io.files import write_text
+from ..run.measure import W2_MAX, image_meter, measure, measure_samples
+
+__all__ = ["evaluate", "markdown_table", "measure", "run_sampler", "sampler_specs", "save_rows"]
 
 
-def image_features(x: Tensor, features: list[str] | None = None) -> list[str]:
-    """The feature sets of the Fréchet distance for images: ``features`` if given, else the digits classifier
-    for one-channel images and Inception for RGB when its local weights are configured."""
-    if x.dim() != 4:
-        return []
-    if features is not None:
-        return list(features)
-    if x.shape[1] == 1:
-        return ["digits"]
-    return ["inception"] if os.environ.get("FLOWMAPS_INCEPTION_WEIGHTS") else []
-
-
-def measure(x: Tensor, ref: Tensor, bounds: tuple[float, float] | None, bins: int = 50,
-            features: list[str] | None = None) -> dict[str, float]:
-    """KL(target ‖ model) on the histogram grid (2-D data with known bounds), W2 and energy distance; for images
-    also the Fréchet distance ``fd_<features>`` (see :func:`image_features`)."""
-    out = {"w2": wasserstein2(ref, x), "energy": energy_distance(ref, x)}
-    if x.dim() == 2 and x.shape[1] == 2 and bounds is not None:
-        out = {"kl": kl_histogram(ref, x, bins=bins, bounds=bounds), **out}
-    feats = image_features(x, features)
-    if feats:
-        from ..core.metrics.frechet import image_metrics
-
-        out = {**image_metrics(x, ref, feats), **out}
-    return out
-
-
-def run_sampler(model: FlowMap, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
-                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None,
-                t0: float = 0.0) -> Samples:
-    """``steps`` uniform steps of ``solver`` from the first time ``t0``, the time ``grid``, or lines matching's
-    grid of EDM σ indices ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
-    ``label`` per sample for a class-conditional model.
-
-    The re-noising stream has its own generator, offset from ``seed``: :func:`flowmaps.core.sampling.noise`
-    draws x0 from ``seed`` itself, and fresh noise equal to x0 would turn consistency-style sampling into the
-    deterministic line sampler.
-    """
-    g = torch.Generator().manual_seed(seed + 1_000_003)
+def sampler_specs(form: str, steps: list[int] | None, solvers: tuple[str, ...] | list[str] | None = None,
+                  grid: Tensor | None = None, edm_grid: list[int] | None = None,
+                  adaptive: bool | None = None) -> list[dict[str, Any]]:
+    """The samplers of an evaluation: each solver (default: the model form's) at each step count, or on the one
+    ``grid`` / ``edm_grid``; plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
+    solvers = list(solvers or DEFAULTS[form].evaluate)
+    if grid is not None:
+        return [{"solver": s, "grid": grid} for s in solvers]
     if edm_grid is not None:
-        grid = edm_subset_grid(edm_grid, model.sigma0)
-        x0 = start_state(model, x0, grid)
-    elif grid is None:
-        x0, grid = from_noise(model, x0, steps or 1, t0)
-    return sample(model, x0, grid, solver=solver, label=label, generator=g)
+        return [{"solver": s, "edm_grid": list(edm_grid)} for s in solvers]
+    specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in solvers for k in steps or [1]]
+    if adaptive if adaptive is not None else form == "velocity":
+        specs.append({"solver": "adaptive", "steps": None})
+    return specs
 
 
-def evaluate(model: FlowMap, source, steps: list[int], n: int, seed: int = 1234, solvers: tuple[str, ...] | None = None,
-             adaptive: bool | None = None, bins: int = 50, features: list[str] | None = None,
-             t0: float = 0.0) -> list[dict]:
-    """One row per (solver, steps): NFE and the metrics of :func:`measure` against ``source.reference``, every
-    solve from the first time ``t0``.
+def _describe(spec: dict[str, Any]) -> dict[str, Any]:
+    if "grid" in spec:
+        return {"solver": spec["solver"], "steps": len(spec["grid"]) - 1,
+                "grid": ",".join(f"{float(t):g}" for t in spec["grid"])}
+    if "edm_grid" in spec:
+        return {"solver": spec["solver"], "steps": len(spec["edm_grid"]),
+                "grid": "EDM σ idx " + ",".join(map(str, spec["edm_grid"]))}
+    return {"solver": spec["solver"], "steps": spec["steps"]}
+
+
+def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int = 1234,
+             solvers: tuple[str, ...] | None = None, adaptive: bool | None = None, bins: int = 50,
+             features: list[str] | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
+             references: dict[str, str] | None = None, stats_dir: str | Path | None = None, batch: int = 500,
+             device: str = "cpu", progress: bool = False, t0: float = 0.0) -> list[dict]:
+    """One row per sampler of :func:`sampler_specs`: NFE, n and the metrics of :func:`measure_samples` against
+    ``source.reference`` and, for images, the reference statistics (``references[name]``: a ``.npz``; else the
+    data's, cached in ``stats_dir``); uniform steps start at the first time ``t0``. The feature extractors load
+    before anything is sampled.
 
     A class-conditional model samples every class equally often (:func:`class_labels`)."""
-    ref = source.reference(n, seed=seed + 1)
-    x0 = noise(n, source.shape, model.sigma0, seed)
-    label = class_labels(model.num_classes, n)
+    meter = image_meter(source, features, references or {}, stats_dir, device, batch, progress)
+    ref = source.reference(min(n, W2_MAX) if len(source.shape) == 3 else n, seed=seed + 1)
     rows = []
-    runs = [(solver, k) for solver in solvers or DEFAULTS[model.form].evaluate for k in steps]
-    if adaptive if adaptive is not None else model.form == "velocity":
-        runs.append(("adaptive", None))
-    for solver, k in runs:
-        s = run_sampler(model, x0, solver, k, seed, label=label, t0=t0)
-        rows.append({"solver": solver, "steps": k, "nfe": s.nfe, **measure(s.x, ref, source.bounds, bins, features)})
+    for spec in sampler_specs(model.form, steps, solvers, grid, edm_grid, adaptive):
+        row, _ = measure_samples(model, source, ref, n, seed, batch, meter, bins, t0=t0, **spec)
+        rows.append({**_describe(spec), **row})
     return rows
 
 

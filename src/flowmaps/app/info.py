@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..io.checkpoint import load_state
 from ..run.build import CHECKPOINT_FILE, CONFIG_FILE
-from ..run.config import dump_config, load_config
+from ..run.config import decay_name, dump_config, load_config
 
 
 def _last_metrics(path: Path) -> dict[str, str]:
@@ -31,6 +31,7 @@ def describe_run(run: Path) -> str:
         params = sum(t.numel() for t in state["model"].values())
         lines[-1] += f" ({params:,} parameters)"
         lines.append(f"  steps: {int(state['step']):,} of {cfg.train.steps:,} done, {int(state['skipped'])} skipped")
+        lines.append(f"  EMAs (sample/eval --ema): {', '.join(decay_name(d) for d in cfg.train.ema)}")
         teacher = state.get("teacher") or {}
         if teacher.get("kind") == "run":
             lines.append(f"  teacher: run {teacher['path']} at step {teacher.get('step')} (config sha256 "

@@ -3,15 +3,14 @@ backend is chosen and no global pyplot state is touched)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import torch
+import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.image import imsave
 from torch import Tensor
 
 from ..io.files import atomic_write
+from ..io.images import grid, save_png, to_uint8
 
 
 def save_figure(fig, path: str | Path) -> None:
@@ -43,29 +42,19 @@ def scatter_panels(panels: list[tuple[str, Tensor]], path: str | Path, bounds: t
     save_figure(fig, path)
 
 
-def tile(x: Tensor, cols: int | None = None, pad: int = 1) -> Tensor:
-    """Images (N, C, H, W) in [−1, 1] as one (rows·(H+pad)+pad, cols·(W+pad)+pad, C) array in [0, 1]."""
+def tile(x: Tensor, cols: int | None = None) -> np.ndarray:
+    """Images (N, C, H, W) in [−1, 1] as one (rows·(H+1)−1, cols·(W+1)−1, C) array in [0, 1] (see
+    :func:`flowmaps.io.images.grid`)."""
     if x.dim() != 4:
         raise ValueError(f"an image grid needs images (N, C, H, W), got shape {tuple(x.shape)}")
-    x = ((x.detach().cpu().float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
-    n, h, w, c = x.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    out = torch.ones(rows * (h + pad) + pad, cols * (w + pad) + pad, c)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = x[i]
-    return out
+    return grid(to_uint8(x), cols).transpose(1, 2, 0) / 255.0
 
 
 def image_grid(x: Tensor, path: str | Path, cols: int | None = None, max_images: int = 256, scale: int = 4) -> None:
     """Save up to ``max_images`` images in [−1, 1] as one PNG grid, each pixel ``scale``×``scale``."""
-    grid = tile(x[:max_images], cols)
-    grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy()
-    cmap = "gray" if grid.shape[2] == 1 else None
-    arr = grid[..., 0] if grid.shape[2] == 1 else grid
-    path = Path(path)
-    atomic_write(path, lambda tmp: imsave(tmp, arr, cmap=cmap, vmin=0, vmax=1, format=path.suffix[1:]))
+    if x.dim() != 4:
+        raise ValueError(f"an image grid needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    save_png(path, grid(to_uint8(x[:max_images]), cols).repeat(scale, 1).repeat(scale, 2))
 
 
 def image_panels(panels: list[tuple[str, Tensor]], path: str | Path, n: int = 64) -> None:
@@ -73,7 +62,7 @@ def image_panels(panels: list[tuple[str, Tensor]], path: str | Path, n: int = 64
     fig = Figure(figsize=(2.4 * len(panels), 2.6))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, x) in zip(axes.flat, panels):
-        g = tile(x[:n]).numpy()
+        g = tile(x[:n])
         ax.imshow(g[..., 0] if g.shape[2] == 1 else g, cmap="gray" if g.shape[2] == 1 else None, vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(title, fontsize=7)

@@ -9,6 +9,7 @@ generation splits the store's shards over the ranks. One process is the default 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,11 +24,12 @@ def world() -> tuple[int, int]:
 
 def init(device: str) -> None:
     """Join the process group when ``WORLD_SIZE`` > 1 (NCCL on GPUs, gloo on CPUs). On GPUs each process takes
-    the GPU ``LOCAL_RANK`` of its machine first, so ``device="cuda"`` means that GPU for every later call."""
+    the GPU ``LOCAL_RANK`` of its machine first (modulo the GPUs there are, so several processes may share one
+    where NCCL allows it), and ``device="cuda"`` means that GPU for every later call."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
     if device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
@@ -62,3 +64,13 @@ def gather(state: torch.Tensor, device: str) -> list[torch.Tensor]:
     out = [torch.empty_like(t) for _ in range(size)]
     dist.all_gather(out, t)
     return [o.cpu() for o in out]
+
+
+def collect(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (plain values and CPU tensors), in rank order; ``[obj]`` with one process."""
+    _, size = world()
+    if size == 1:
+        return [obj]
+    out: list[Any] = [None] * size
+    dist.all_gather_object(out, obj)
+    return out

@@ -10,6 +10,7 @@ re-noising of consistency-style sampling) from a generator it is given, never fr
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from .distributed import world
 from .paths import sigma_to_t, t_to_sigma, velocity_to_denoiser
 from .times import karras_sigma
 
@@ -101,6 +103,21 @@ def noise(n: int, shape: tuple[int, ...], sigma0: float, seed: int) -> Tensor:
     """The base draw ``x0 ~ N(0, σ0² I)`` of ``n`` samples from its own generator: every model and step count
     evaluated with the same seed starts from the same noise."""
     return sigma0 * torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def noise_batches(n: int, shape: tuple[int, ...], sigma0: float, seed: int, batch: int) -> Iterator[tuple[int, Tensor]]:
+    """:func:`noise` drawn about ``batch`` rows at a time from the same generator: ``(start, rows)``, the same
+    rows as ``noise(n, …)``. torch's normal sampler fills 16 numbers at a time (and the last 16 of a draw
+    afresh), so each batch is rounded up to a multiple of 16 numbers and a last batch of fewer than 16 numbers
+    joins the one before."""
+    per = math.prod(shape)
+    batch = -(-batch // (m := 16 // math.gcd(per, 16))) * m
+    g = torch.Generator().manual_seed(seed)
+    a = 0
+    while a < n:
+        rows = batch if (n - a - batch) * per >= 16 else n - a
+        yield a, sigma0 * torch.randn(rows, *shape, generator=g)
+        a += rows
 
 
 # ----- time grids ------------------------------------------------------------------------------
@@ -327,3 +344,43 @@ def sample(model, x0: Tensor, grid: Tensor | None = None, solver: str = "map", l
                              sigma_max=float(t_to_sigma(t0, model.sigma0)))
         return solve_edm(vel, x0, model.sigma0, steps=len(grid) - 1)
     return solve(vel, x0, grid, solver)
+
+
+def run_sampler(model, x0: Tensor, solver: str, steps: int | None = None, seed: int = 0,
+                grid: Tensor | None = None, edm_grid: list[int] | None = None, label: Tensor | None = None,
+                t0: float = 0.0) -> Samples:
+    """``steps`` uniform steps of ``solver`` from the first time ``t0``, the time ``grid``, or lines matching's
+    grid of EDM σ indices ``edm_grid`` (started from ``α_{t_0} x0``); ``adaptive`` ignores the steps. Class
+    ``label`` per sample for a class-conditional model.
+
+    The re-noising stream has its own generator, offset from ``seed``: :func:`noise` draws x0 from ``seed``
+    itself, and fresh noise equal to x0 would turn consistency-style sampling into the deterministic line sampler.
+    """
+    g = torch.Generator().manual_seed(seed + 1_000_003)
+    if edm_grid is not None:
+        grid = edm_subset_grid(edm_grid, model.sigma0)
+        x0 = start_state(model, x0, grid)
+    elif grid is None:
+        x0, grid = from_noise(model, x0, steps or 1, t0)
+    return sample(model, x0, grid, solver=solver, label=label, generator=g)
+
+
+@torch.no_grad()
+def sample_batches(model, shape: tuple[int, ...], n: int, seed: int, batch: int, solver: str,
+                   steps: int | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
+                   cls: int | None = None, done: Callable[[int, int], bool] | None = None, t0: float = 0.0,
+                   device: str | torch.device | None = None) -> Iterator[tuple[int, Tensor, int]]:
+    """``(start, samples on the CPU, NFE)`` for the batches of ``n`` samples that are this process's: batch j of
+    the :func:`noise_batches` stream belongs to rank ``j mod world size``, so ranks split the work and the samples
+    are those of one process. Labels follow :func:`class_labels` (``cls``: one class); the re-noising generator of
+    the batch at ``start`` is seeded ``seed + start`` (see :func:`run_sampler`). ``done(start, count)``: skip a
+    batch already made (a resumed export). ``device``: where the model runs (default: its parameters')."""
+    rank, size = world()
+    device = device if device is not None else next(model.parameters()).device
+    for j, (a, z) in enumerate(noise_batches(n, shape, model.sigma0, seed, batch)):
+        if j % size != rank or (done is not None and done(a, len(z))):
+            continue
+        label = class_labels(model.num_classes, len(z), cls, start=a)
+        s = run_sampler(model, z.to(device), solver, steps, seed + a, grid, edm_grid,
+                        None if label is None else label.to(device), t0)
+        yield a, s.x.cpu(), s.nfe

@@ -2,8 +2,8 @@
 
 Pairs are uniform on the triangle ``0 ≤ s ≤ t ≤ 1`` (or the square ``[0, 1]²``) restricted to the band
 ``|t − s| ≤ δ``; a fraction η of the batch sits on the diagonal ``s = t``. The largest gap δ may be annealed
-linearly from ``gap_start`` to 1 over ``anneal_steps`` training steps. EDM's noise levels are
-``ln σ ~ N(P_mean, P_std²)``.
+linearly from ``gap_start`` to 1 over ``anneal_steps`` training steps. Or both times are logit-normal, as
+MeanFlow trains. EDM's noise levels are ``ln σ ~ N(P_mean, P_std²)``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,23 @@ def sample_times(n: int, eta: float = 0.0, delta: float = 1.0, square: bool = Fa
     diag = torch.rand(n_diag, device=device)
     s_off, t_off = band_pairs(n - n_diag, delta, square, device)
     return torch.cat([diag, s_off]), torch.cat([diag, t_off]), n_diag
+
+
+def logit_normal_times(n: int, eta: float = 0.0, mean: float = 0.0, std: float = 1.0, square: bool = False,
+                       device=None) -> tuple[Tensor, Tensor, int]:
+    """``(s, t, n_diag)`` from the logit-normal ``σ(N(mean, std²))`` (σ the logistic function): the first
+    ``n_diag = round(η n)`` pairs on the diagonal, ``s = t``; the rest the ordered pair of two independent draws,
+    ``s = min``, ``t = max`` (``square``: each pair in either order)."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"the diagonal fraction eta must lie in [0, 1], got {eta}")
+    n_diag = min(n, math.floor(eta * n + 0.5))
+    a, b = torch.sigmoid(mean + std * torch.randn(2, n, device=device))
+    s, t = torch.minimum(a, b), torch.maximum(a, b)
+    s, t = torch.cat([a[:n_diag], s[n_diag:]]), torch.cat([a[:n_diag], t[n_diag:]])
+    if square:
+        swap = torch.rand(n, device=device) < 0.5
+        s, t = torch.where(swap, t, s), torch.where(swap, s, t)
+    return s, t, n_diag
 
 
 def karras_sigma(u: Tensor, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:

@@ -1,6 +1,6 @@
-"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images, latents and teacher pairs, each with its
-options model; ``data.kind`` chooses one. Every options model has ``build(nested) -> Source``, where ``nested``
-builds a data section held inside it."""
+"""Data sources (:mod:`.sources`): toy sets, Gaussian mixtures, arrays, images, prepared image stores, latents and
+teacher pairs, each with its options model; ``data.kind`` chooses one. Every options model has ``build(nested) ->
+Source``, where ``nested`` builds a data section held inside it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from .images import ImagesData
 from .latents import LatentsData
 from .pairs import PairsData
 from .sources import ArrayData, GMMData, Source, check_scale
+from .stream import PreparedData
 from .toy import ToyData
 
 DATA: dict[str, type[Options]] = {"toy": ToyData, "gmm": GMMData, "array": ArrayData, "pairs": PairsData,
-                                  "images": ImagesData, "latents": LatentsData}
+                                  "images": ImagesData, "prepared": PreparedData, "latents": LatentsData}
 
 
 def data_options(value: Any) -> Options:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -28,6 +28,7 @@ class PairSource(Source):
         self.sigma_data = float(store.pairs(probe)[1].std())
         if teacher_data is not None:
             self.bounds, self.mixture = teacher_data.bounds, teacher_data.mixture
+            self.stats_dir = teacher_data.stats_dir
 
     def _rows(self, idx: Tensor) -> dict[str, Tensor]:
         z, x1 = self.store.pairs(idx)
@@ -40,6 +41,17 @@ class PairSource(Source):
         if self.teacher_data is not None:
             return self.teacher_data.reference(n, seed)
         return self._rows(torch.randint(len(self.store), (n,), generator=torch.Generator().manual_seed(seed)))["x1"]
+
+    def reference_batches(self, batch_size: int) -> Iterator[Tensor]:
+        return self._teacher_data().reference_batches(batch_size)
+
+    def reference_id(self) -> str:
+        return self._teacher_data().reference_id()
+
+    def _teacher_data(self) -> Source:
+        if self.teacher_data is None:
+            raise StoreError(f"{self.store.root}: the store records no teacher data to measure samples against")
+        return self.teacher_data
 
     def real(self, n: int) -> Tensor:
         return (self.teacher_data if self.teacher_data is not None else self).sample(n)["x1"]

@@ -4,10 +4,13 @@ A :class:`Source` is a small protocol: ``shape``, ``sigma_data``, ``num_classes`
 
 - ``sample(n)``: a training batch ``{"x1": data, ...}`` (pair stores add ``"x0"``, labelled sets ``"label"``)
   drawn with the global torch RNG, so a resumed run draws the same batches as an uninterrupted one;
-- ``batches(batch_size)``: the stream of training batches the trainer reads (by default ``sample`` again and
-  again; a source streamed from disk yields batches by index from its own loader);
+- ``batches(batch_size, step, seed)``: the stream of training batches the trainer reads from training step
+  ``step`` on (by default ``sample`` again and again; a source streamed from disk yields batch k as a function of
+  (seed, k, rank) from its own loader, so a resumed run reads the same batches);
 - ``reference(n, seed)``: held-out target samples, drawn with their own generator so every evaluation compares
   against the same set;
+- ``reference_batches(batch_size)`` and ``reference_id()`` (image sets): the whole reference set of the Fréchet
+  distance in a fixed order, and a checksum that names it (the key of its cached statistics);
 - ``real(n)``: draws of the real data distribution (for an adversarial loss: the teacher's own data when the
   source is teacher pairs).
 
@@ -17,8 +20,10 @@ builds the source an options model describes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,6 +45,7 @@ class Source:
     bounds: tuple[float, float] | None = None  # square range of 2-D data (plots, the KL histogram)
     sigma0: float | None = None  # the base scale the data was made with (teacher pairs), if fixed
     mixture: GaussianMixture | None = None  # the exact distribution, when the data is a Gaussian mixture
+    stats_dir: Path | None = None  # where reference statistics are cached beside the data (a prepared store)
 
     def sample(self, n: int) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -50,9 +56,15 @@ class Source:
     def real(self, n: int) -> Tensor:
         return self.sample(n)["x1"]
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, Tensor]]:
+    def batches(self, batch_size: int, step: int = 0, seed: int = 0) -> Iterator[dict[str, Tensor]]:
         while True:
             yield self.sample(batch_size)
+
+    def reference_batches(self, batch_size: int) -> Iterator[Tensor]:
+        raise NotImplementedError(f"{self.name}: no reference set of images")
+
+    def reference_id(self) -> str:
+        raise NotImplementedError(f"{self.name}: no reference set of images")
 
 
 def check_scale(source: Source) -> Source:
@@ -112,6 +124,18 @@ class TensorSource(Source):
         if self.heldout is None:
             return self.x[torch.randint(len(self.x), (n,), generator=g)]
         return self.heldout[torch.randperm(len(self.heldout), generator=g)[:n]]
+
+    def _reference_set(self) -> Tensor:
+        return self.heldout if self.heldout is not None else self.x
+
+    def reference_batches(self, batch_size: int) -> Iterator[Tensor]:
+        ref = self._reference_set()
+        for a in range(0, len(ref), batch_size):
+            yield ref[a:a + batch_size]
+
+    def reference_id(self) -> str:
+        """The SHA-256 of the reference set's float32 bytes."""
+        return hashlib.sha256(self._reference_set().float().contiguous().numpy().tobytes()).hexdigest()
 
 
 class GMMData(Options):

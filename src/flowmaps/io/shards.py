@@ -1,5 +1,6 @@
 """Sharded array stores: a manifest and numbered ``.npy`` shards, written atomically and resumably, verified by
-SHA-256, read memory-mapped. Teacher pairs, prepared image sets and latents are stores of this one kind.
+SHA-256, read row by row with positional reads. Teacher pairs, prepared image sets and latents are stores of this
+one kind.
 
 A store is a directory::
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +183,12 @@ def _stamps(root: Path, m: dict, k: int) -> list:
 
 
 class ShardReader:
-    """A complete store, verified once and memory-mapped: ``len`` rows, ``get(idx) -> {field: array}``."""
+    """A complete store, verified once: ``len`` rows, ``get(idx) -> {field: array}``.
+
+    Rows are read with ``os.pread`` rather than through a memory map: a map keeps every page-cache page it
+    touched mapped into the process (on kernels with large page-cache folios, about a megabyte per random row),
+    so a training process's resident memory would grow towards the store's size; positional reads leave the
+    pages in the page cache, which the kernel reclaims."""
 
     def __init__(self, root: str | Path, kind: str) -> None:
         self.root = Path(root)
@@ -205,21 +212,48 @@ class ShardReader:
         if verified != seen:
             with contextlib.suppress(StorageError):
                 write_text(self.root / VERIFIED, json.dumps(verified))
-        self.shards = [{f: np.load(self.root / shard_file(k, f), mmap_mode="r", allow_pickle=False)
-                        for f in self.fields} for k in range(shard_count(m))]
+        self._files: dict[tuple[int, str], int] = {}
+
+    def _file(self, k: int, field: str) -> tuple[int, int]:
+        """``(file descriptor, offset of the data)`` of shard ``k``'s file of ``field``, opened once."""
+        if (k, field) not in self._files:
+            path = self.root / shard_file(k, field)
+            with open(path, "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(f)
+                offset = f.tell()
+            self._files[(k, field)] = (os.open(path, os.O_RDONLY), offset)
+        return self._files[(k, field)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a loader process started by spawn) without its open files, which it opens again."""
+        return {**self.__dict__, "_files": {}}
+
+    def __del__(self) -> None:
+        for fd, _ in getattr(self, "_files", {}).values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __len__(self) -> int:
         return self.n
 
     def get(self, idx: np.ndarray, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """Rows at global indices ``idx`` (any order, repeats allowed), gathered shard by shard."""
-        idx = np.asarray(idx)
+        """Rows at global indices ``idx`` (any order, repeats allowed), gathered shard by shard with positional
+        reads (``os.pread``), one per run of consecutive rows."""
+        idx = np.asarray(idx, dtype=np.int64)
         fields = fields or tuple(self.fields)
         out = {f: np.empty((len(idx), *self.fields[f]["shape"]), dtype=self.fields[f]["dtype"]) for f in fields}
         shard, row = idx // self.size, idx % self.size
         for k in np.unique(shard):
             sel = np.flatnonzero(shard == k)
-            order = np.argsort(row[sel])
+            sel = sel[np.argsort(row[sel], kind="stable")]
+            rows = row[sel]
+            runs = np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1)
             for f in fields:
-                out[f][sel[order]] = self.shards[k][f][row[sel][order]]
+                fd, offset = self._file(int(k), f)
+                dest, width = out[f], out[f][0].nbytes
+                for run in runs:
+                    a, count = int(rows[run[0]]), len(run)
+                    block = os.pread(fd, count * width, offset + a * width)
+                    dest[sel[run]] = np.frombuffer(block, dest.dtype).reshape(count, *dest.shape[1:])
         return out

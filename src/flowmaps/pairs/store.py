@@ -7,7 +7,7 @@ Pair ``i``'s noise is ``z_i = σ0 · randn(shape, generator=torch.Generator().ma
 Because every z depends only on (seed, i), a store is the same whatever the batch size, the number of processes
 or where a run was interrupted, and any shard can be made again on its own. z is stored although it is
 reproducible because recreating it costs one generator per sample (about 8 µs each on a CPU core, as much as a
-small training step per batch) while reading it from a memory-mapped shard is free; :func:`noise_problems`
+small training step per batch) while reading it from a shard is free; :func:`noise_problems`
 recomputes it from the seeds. A class-conditional teacher makes pair ``i`` of class ``i mod num_classes``
 (every class equally often): the label follows from the index and is not stored.
 """
@@ -62,7 +62,7 @@ def verify_store(root: str | Path, full: bool = True, check_noise: bool = False)
 
 
 class PairStore(ShardReader):
-    """A complete pair store, verified and memory-mapped: ``get(idx) -> (z, x1)`` for global indices."""
+    """A complete pair store, verified once: ``get(idx) -> (z, x1)`` for global indices."""
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root, KIND)

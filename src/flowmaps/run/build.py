@@ -21,15 +21,21 @@ from ..errors import CheckpointError, ConfigError
 from ..io.checkpoint import load_state
 from ..io.files import sha256
 from ..pairs.generate import PairTeacher, teacher_sampler
-from .config import RunConfig, config_diff, load_config, parse_config, read_yaml
+from .config import RunConfig, config_diff, decay_name, load_config, parse_config, read_yaml
 from .teachers import is_diffusers_folder, load_teacher
 
 CONFIG_FILE, CHECKPOINT_FILE = "config.yaml", "checkpoint.safetensors"
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device ``name`` (cpu, cuda, cuda:N, mps), refused in one line where this machine lacks it."""
-    device = torch.device(name)
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """The device ``name`` (cpu, cuda, cuda:N, mps; ``auto`` or None: cuda when available, else cpu), refused in
+    one line where this machine lacks it."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name}: this torch has no usable CUDA GPU "
@@ -102,12 +108,34 @@ def run_identity(path: Path, step: int, cfg: RunConfig) -> dict[str, Any]:
             "data": cfg.data.model_dump(mode="json")}
 
 
-def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
-    """Load ``path/config.yaml`` and the weights of ``path/checkpoint.safetensors``."""
+def ema_states(saved: dict, cfg: RunConfig) -> dict[str, dict]:
+    """``{decay name: weights}`` of a checkpoint's EMAs (one written before several EMAs holds the first's)."""
+    emas = saved["ema"]
+    if any(isinstance(v, torch.Tensor) for v in emas.values()):
+        return {decay_name(cfg.train.ema[0]): emas}
+    return emas
+
+
+def ema_weights(saved: dict, cfg: RunConfig, ema: bool | str, where: Path) -> dict:
+    """The weights a checkpoint holds for ``ema``: True the first EMA of ``train.ema``, a decay's name (e.g.
+    ``"0.9999"``) that EMA, False the raw model's."""
+    if ema is False:
+        return saved["model"]
+    names = [decay_name(d) for d in cfg.train.ema]
+    name = names[0] if ema is True else str(ema)
+    if name not in names:
+        raise ConfigError(f"{where}: no EMA with decay {name}; the run keeps {', '.join(names)} (train.ema)")
+    return ema_states(saved, cfg)[name]
+
+
+def load_run(path: str | Path, ema: bool | str = True, device: str = "cpu") -> Run:
+    """Load ``path/config.yaml`` and the weights of ``path/checkpoint.safetensors`` (``ema``: see
+    :func:`ema_weights`) onto ``device`` (``auto``: cuda when available)."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"{path}: not a run directory (no {CONFIG_FILE})")
     cfg = load_config(path / CONFIG_FILE)
+    device = str(resolve_device(device))
     state = load_state(path / CHECKPOINT_FILE, device=device)
     try:
         saved = parse_config(read_yaml(state.get("config") or "{}"))
@@ -120,7 +148,7 @@ def load_run(path: str | Path, ema: bool = True, device: str = "cpu") -> Run:
     source = build_source(cfg.data)
     model = build_model(cfg, source, objective_class(cfg.objective.method).form).to(device)
     try:
-        model.load_state_dict(state["ema" if ema else "model"])
+        model.load_state_dict(ema_weights(state, cfg, ema, path))
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path / CHECKPOINT_FILE}: weights do not match the run's config "
                               f"({str(err).splitlines()[0]})") from None
@@ -158,7 +186,7 @@ def build_teacher(cfg: RunConfig, source: Source, sigma0: float) -> BuiltTeacher
     else:
         if interp.name != "linear":
             raise ConfigError(f"teacher.kind={opts.kind} is converted to the linear path: set path.interpolant=linear")
-        teacher, identity = load_teacher(opts, sigma0, source.shape, cfg.train.device)
+        teacher, identity = load_teacher(opts, sigma0, source.shape, str(resolve_device(cfg.train.device)))
         null = opts.kind == "python" or opts.null_class
         if tuple(teacher.shape) != tuple(source.shape):
             raise ConfigError(f"teacher {identity.get('path', opts.kind)} makes data of shape {tuple(teacher.shape)}; "
@@ -185,7 +213,7 @@ def guide(teacher: Teacher, identity: dict, w: float, null: bool, what: str) -> 
 
 def _run_teacher(cfg: RunConfig, source: Source, sigma0: float, interp) -> tuple[Teacher, dict, FlowMap]:
     where = cfg.teacher.path
-    run = load_run(where, device=cfg.train.device)
+    run = load_run(where, device=str(resolve_device(cfg.train.device)))
     if run.model.form == "endpoint":
         raise ConfigError(f"teacher {where} is an endpoint model ({run.cfg.objective.method}): its straight lines "
                           "to predicted endpoints are not a velocity field to distill; use a velocity or flow-map run")
@@ -218,13 +246,16 @@ def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, BuiltTea
 
 
 def open_teacher(path: str | Path, guidance: float = 0.0, diffusers: dict | None = None, sigma0: float | None = None,
-                 device: str = "cpu") -> tuple[Any, Teacher, dict]:
+                 device: str = "cpu", ema: bool | str = True) -> tuple[Any, Teacher, dict]:
     """``(model, teacher, identity)`` of a trained run directory or a diffusers ``save_pretrained`` folder, guided
     at scale ``guidance``: ``model`` is what a sampler runs (the run's own model unless guided, else the teacher),
     ``teacher`` its velocity with σ0, shape, first time and classes. ``diffusers``: the options of
-    :class:`flowmaps.core.teachers.DiffusersTeacher` (prediction, null_class); ``sigma0``: its base scale (1)."""
+    :class:`flowmaps.core.teachers.DiffusersTeacher` (prediction, null_class); ``sigma0``: its base scale (1);
+    ``ema``: a run's weights (see :func:`ema_weights`)."""
     dev = str(resolve_device(device))
     if is_diffusers_folder(path):
+        if ema is not True:
+            raise ConfigError(f"{path}: a diffusers folder holds one set of weights; --ema is for run directories")
         opts = DiffusersTeacher(path=str(path), guidance=guidance, **(diffusers or {}))
         teacher, identity = load_teacher(opts, sigma0 or 1.0, None, dev)
         teacher, identity = guide(teacher, identity, guidance, opts.null_class, "--guidance")
@@ -232,7 +263,7 @@ def open_teacher(path: str | Path, guidance: float = 0.0, diffusers: dict | None
     if diffusers or sigma0 is not None:
         raise ConfigError(f"{path}: a flowmaps run has its own base scale and prediction; --sigma0, --prediction "
                           "and --null-class are for diffusers folders")
-    run = load_run(path, device=dev)
+    run = load_run(path, ema=ema, device=dev)
     if not guidance:
         return run.model, run.teacher(), run.identity
     if run.model.form != "velocity":

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ..core.metrics.frechet import EXTRACTORS
 from ..core.nets.mlp import MLPOptions
 from ..core.nets.unet import UNetOptions
 from ..core.objectives import objective_class, options_of
@@ -34,7 +35,7 @@ VARIANTS: dict[str, Callable[[Any], Options]] = {
     "objective": options_of,
     "teacher": lambda value: dispatch(value, "teacher", "kind", None, TEACHERS),
 }
-DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 class PathConfig(Options):
@@ -45,6 +46,11 @@ class PathConfig(Options):
     sigma_data: float | None = Field(None, gt=0, description="data scale for preconditioning; null: measured")
 
 
+def decay_name(decay: float) -> str:
+    """An EMA's name: its decay as written, e.g. ``0.9999``."""
+    return f"{decay:g}"
+
+
 class TrainConfig(Options):
     steps: int = Field(10_000, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -53,13 +59,15 @@ class TrainConfig(Options):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(10.0, gt=0)
-    ema: float = Field(0.999, ge=0, lt=1)
+    ema: list[float] = Field(default_factory=lambda: [0.999], min_length=1,
+                             description="EMA decays kept side by side (the first is the default for sampling)")
+    accumulate: int = Field(1, ge=1, description="micro-batches per step (batch_size is split into them)")
     schedule: Literal["constant", "cosine", "sqrt"] = "constant"
     warmup: int = Field(0, ge=0)
     decay_after: int = Field(0, ge=0, description="sqrt schedule: lr · sqrt(decay_after / step) after this step")
     log_every: int = Field(100, ge=1)
     ckpt_every: int = Field(1000, ge=1)
-    device: str = "cpu"
+    device: str = Field("auto", description="cpu, cuda, cuda:N, mps; auto: cuda when available")
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
@@ -71,8 +79,26 @@ class TrainConfig(Options):
     @classmethod
     def _device(cls, value: str) -> str:
         if not DEVICE.fullmatch(value):
-            raise ValueError(f"{value!r} is not a device; use cpu, cuda, cuda:N or mps")
+            raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
         return value
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema(cls, value: Any) -> Any:
+        decays = value if isinstance(value, list | tuple) else [value]
+        for d in decays:
+            if isinstance(d, int | float) and not 0 <= d < 1:
+                raise ValueError(f"EMA decays must lie in [0, 1), got {d}")
+        if len(set(decays)) != len(decays):
+            raise ValueError(f"EMA decays must differ, got {list(decays)}")
+        return list(decays)
+
+    @model_validator(mode="after")
+    def _micro_batches(self) -> TrainConfig:
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"accumulate={self.accumulate} must divide batch_size={self.batch_size} (the batch is "
+                             "split into that many micro-batches)")
+        return self
 
 
 class EvalConfig(Options):
@@ -80,8 +106,23 @@ class EvalConfig(Options):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
     seed: int = 1234
     bins: int = Field(50, ge=2)
-    features: list[Literal["digits", "inception"]] | None = Field(
+    batch: int = Field(500, ge=1, description="samples per sampler batch (and per feature pass)")
+    features: list[str] | None = Field(
         None, description="Fréchet-distance features for images; null: digits for 1-channel, inception for RGB")
+    reference: dict[str, str] = Field(default_factory=dict, description="reference statistics per feature set, "
+                                      "a .npz with mu and sigma (e.g. {inception: cifar10-32x32.npz}); the "
+                                      "others are computed from the data once and cached")
+    every: int = Field(0, ge=0, description="during training, every this many steps: Fréchet distance at each "
+                       "of eval.steps and a sample grid (0: never)")
+    every_n: int = Field(1000, ge=2, description="samples per evaluation during training")
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [f for f in value or [] if f not in EXTRACTORS]
+        if unknown:
+            raise ValueError(f"unknown feature extractor {unknown[0]!r}; choose from {', '.join(EXTRACTORS)}")
+        return value
 
     @field_validator("steps")
     @classmethod
@@ -129,6 +170,9 @@ class RunConfig(Options):
         if self.teacher is not None and self.teacher.kind == "analytic" and self.data.kind != "gmm":
             raise ValueError("teacher.kind=analytic is the exact velocity of a Gaussian mixture: it needs "
                              "data.kind=gmm")
+        if getattr(self.model, "checkpointing", False) and cls.jvp:
+            raise ValueError(f"model.checkpointing does not compose with the JVP of objective {method!r} (torch "
+                             "recomputes the blocks outside torch.func.jvp); use it with objectives without a JVP")
         return self
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..io.files import atomic_write, holds_only_leftovers, lock_folder, remove_stale_temp, storage_error, write_text
 from .build import CHECKPOINT_FILE, CONFIG_FILE
@@ -67,6 +69,11 @@ class MetricsLog:
             for k, v in row.items():
                 if k != "step":
                     self.writer.add_scalar(k, v, step)
+
+    def image(self, tag: str, chw: np.ndarray, step: int) -> None:
+        """A uint8 image (C, H, W) to TensorBoard."""
+        if self.enabled and self.writer is not None:
+            self.writer.add_image(tag, chw, step, dataformats="CHW")
 
     def close(self) -> None:
         if self.writer is not None:

@@ -33,8 +33,9 @@ from ..core.objectives import Objective
 from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..io.checkpoint import load_state, save_state
-from .build import CHECKPOINT_FILE, build_model, build_objective, resolve_device
-from .config import RunConfig, TrainConfig, config_diff, dump_config, parse_config, read_yaml
+from .build import CHECKPOINT_FILE, build_model, build_objective, ema_states, resolve_device
+from .config import RunConfig, TrainConfig, config_diff, decay_name, dump_config, parse_config, read_yaml
+from .monitor import Monitor
 from .rundir import MetricsLog, check_run_dir, open_run_dir
 
 
@@ -67,7 +68,7 @@ class TrainState:
 
     cfg: RunConfig
     model: FlowMap
-    ema: FlowMap
+    emas: dict[str, FlowMap]  # one EMA copy per decay of train.ema, by name (decay_name)
     objective: Objective
     optimizer: torch.optim.Optimizer
     params: list[nn.Parameter]  # the model's and the objective's extra parameters (one optimizer)
@@ -87,7 +88,7 @@ def build_state(cfg: RunConfig, source: Source) -> TrainState:
     model = build_model(cfg, source, objective.form).to(device)
     if cfg.teacher is not None and cfg.teacher.kind == "run" and cfg.teacher.init:
         model.load_state_dict(teacher.model.state_dict())
-    ema = copy.deepcopy(model).requires_grad_(False)
+    emas = {decay_name(d): copy.deepcopy(model).requires_grad_(False).eval() for d in tc.ema}
     if tc.compile:
         model.net = torch.compile(model.net)
     params = list(model.parameters()) + objective.extra_parameters()
@@ -95,7 +96,7 @@ def build_state(cfg: RunConfig, source: Source) -> TrainState:
     for name, a in objective.auxiliaries().items():
         aux_params = list(a.net.parameters())
         aux[name] = (aux_params, a.optimizer(aux_params))
-    return TrainState(cfg, model, ema, objective, make_optimizer(tc, params), params, aux, device, teacher.identity)
+    return TrainState(cfg, model, emas, objective, make_optimizer(tc, params), params, aux, device, teacher.identity)
 
 
 def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -111,8 +112,35 @@ class StepResult:
     nonfinite: str | None = None  # "loss" or "gradient" when the step was not applied
 
 
+def _accumulate(state: TrainState, batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], dict, dict]:
+    """Backward of the losses of the ``train.accumulate`` equal micro-batches of ``batch``, each divided by
+    their number (so the gradients are those of the mean loss); ``(losses, aux losses, logs)``, each averaged."""
+    tc = state.cfg.train
+    parts = tc.accumulate
+    amp = torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    state.optimizer.zero_grad(set_to_none=True)
+    for _, opt in state.aux.values():
+        opt.zero_grad(set_to_none=True)
+    values: list[torch.Tensor] = []
+    aux: dict[str, list[torch.Tensor]] = {}
+    logs: dict[str, float] = {}
+    for micro in zip(*(v.chunk(parts) for v in batch.values())):
+        with amp:
+            out = state.objective.loss(state.model, dict(zip(batch, micro)), state.step)
+        (out.value / parts).backward(inputs=state.params)
+        for name in state.aux:
+            if name in out.aux:
+                (out.aux[name] / parts).backward(inputs=state.aux[name][0])
+                aux.setdefault(name, []).append(out.aux[name].detach().float())
+        values.append(out.value.detach().float())
+        for k, v in out.logs.items():
+            logs[k] = logs.get(k, 0.0) + v / parts
+    return values, aux, logs
+
+
 def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
-    """One optimization step on ``batch`` (see the module docstring); ``state.step`` advances by one.
+    """One optimization step on ``batch`` (see the module docstring), over ``train.accumulate`` micro-batches;
+    ``state.step`` advances by one.
 
     With ``train.nonfinite: stop`` a non-finite loss or gradient raises :class:`NonFiniteError` (nothing was
     changed); with ``skip`` the step is counted in ``state.skipped`` and nothing else changes."""
@@ -123,18 +151,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
     m = state.cfg.model
     if m.cond_drop and "label" in batch:  # classifier-free guidance: train the null class ∅ as well
         batch = {**batch, "label": drop_labels(batch["label"], m.cond_drop, m.num_classes)}
-    amp = torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-    with amp:
-        out = state.objective.loss(state.model, batch, state.step)
-    aux_losses = {name: out.aux[name] for name in state.aux if name in out.aux}
-    state.optimizer.zero_grad(set_to_none=True)
-    for _, opt in state.aux.values():
-        opt.zero_grad(set_to_none=True)
-    out.value.backward(inputs=state.params)
-    for name, loss in aux_losses.items():
-        loss.backward(inputs=state.aux[name][0])
+    values, aux_losses, logs = _accumulate(state, batch)
     groups = [state.params] + [state.aux[name][0] for name in aux_losses]
-    losses = torch.stack([out.value.detach().float()] + [v.detach().float() for v in aux_losses.values()])
+    losses = torch.stack([torch.stack(values).mean()] + [torch.stack(v).mean() for v in aux_losses.values()])
     flat = [g for params in groups for g in _grads(params)] + [losses]
     synced = distributed.average(flat)
     if synced is not flat:  # several processes: every rank takes the averaged gradients and losses
@@ -147,7 +166,7 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
     grad_norm = torch.nn.utils.clip_grad_norm_(state.params, tc.grad_clip or float("inf"))
     aux_finite = all(bool(torch.isfinite(g).all()) for params in groups[1:] for g in _grads(params))
     state.step += 1
-    result = StepResult(float(losses[0]), float(grad_norm), lr, out.logs)
+    result = StepResult(float(losses[0]), float(grad_norm), lr, logs)
     if not bool(torch.isfinite(losses).all()):
         result.nonfinite = "loss"
     elif not (torch.isfinite(grad_norm) and aux_finite):
@@ -160,7 +179,8 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
     state.optimizer.step()
     for name in aux_losses:
         state.aux[name][1].step()
-    ema_update(state.ema, state.model, tc.ema, state.step - 1)
+    for decay in tc.ema:
+        ema_update(state.emas[decay_name(decay)], state.model, decay, state.step - 1)
     return result
 
 
@@ -170,6 +190,12 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor]) -> StepResult:
 def _plain(state: dict) -> dict:
     """A state dict without ``torch.compile``'s ``_orig_mod.`` prefixes."""
     return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+
+def _load_plain(module: nn.Module, state: dict) -> None:
+    """Load a state dict saved by :func:`_plain` into ``module``, compiled or not."""
+    names = {k.replace("_orig_mod.", ""): k for k in module.state_dict()}
+    module.load_state_dict({names.get(k, k): v for k, v in state.items()})
 
 
 def _rng_states(device: torch.device) -> dict[str, list[torch.Tensor]]:
@@ -194,7 +220,8 @@ def _finite(state: TrainState) -> bool:
 def checkpoint_state(state: TrainState) -> dict[str, Any]:
     """What a checkpoint holds (the RNG states are added by :func:`save_checkpoint`)."""
     return {"step": state.step, "skipped": state.skipped, "model": _plain(state.model.state_dict()),
-            "ema": state.ema.state_dict(), "optim": state.optimizer.state_dict(),
+            "ema": {name: ema.state_dict() for name, ema in state.emas.items()},
+            "optim": state.optimizer.state_dict(),
             "aux_optim": {name: opt.state_dict() for name, (_, opt) in state.aux.items()},
             "objective": state.objective.state_dict(), "teacher": state.teacher, "config": dump_config(state.cfg)}
 
@@ -221,8 +248,10 @@ def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
                               f"{now.get('path', now.get('kind'))}); resume against the original teacher or "
                               "train into another --out")
     try:
-        state.model.load_state_dict(saved_state["model"])
-        state.ema.load_state_dict(saved_state["ema"])
+        _load_plain(state.model, saved_state["model"])
+        saved_emas = ema_states(saved_state, state.cfg)
+        for name, ema in state.emas.items():
+            ema.load_state_dict(saved_emas[name])
         state.optimizer.load_state_dict(saved_state["optim"])
         state.objective.load_state_dict(saved_state["objective"])
         for name, (_, opt) in state.aux.items():
@@ -256,8 +285,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     Everything is validated (config, device, run directory, data, teacher, checkpoint) before anything is written.
     """
     tc, run_dir = cfg.train, Path(run_dir)
-    resolve_device(tc.device)
-    distributed.init(tc.device)
+    distributed.init(str(resolve_device(tc.device)))
     rank, _ = distributed.world()
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -266,6 +294,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     torch.manual_seed(cfg.seed)
     source = build_source(cfg.data)
     state = build_state(cfg, source)
+    monitor = Monitor(cfg, source, str(state.device), state.objective.ctx.t0)
     ckpt = run_dir / CHECKPOINT_FILE
     if resume and ckpt.exists():
         _set_rng_states(restore(state, ckpt), state.device, rank)
@@ -276,19 +305,23 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         print(f"flowmaps: resuming {run_dir} from step {state.step}", file=sys.stderr)
     try:
         if state.step < tc.steps:
-            fit(state, source, run_dir, stop_after, progress, rank)
+            monitor.start(run_dir)
+            fit(state, source, run_dir, stop_after, progress, rank, monitor)
     finally:
         if lock is not None:
             lock.close()
     return run_dir
 
 
-def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None, progress: bool, rank: int) -> None:
-    """Steps ``state.step + 1 …`` until ``train.steps`` (or ``stop_after`` more), logging and checkpointing."""
+def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None, progress: bool, rank: int,
+        monitor: Monitor | None = None) -> None:
+    """Steps ``state.step + 1 …`` until ``train.steps`` (or ``stop_after`` more), logging, evaluating
+    (``eval.every``) and checkpointing."""
     tc = state.cfg.train
     ckpt = run_dir / CHECKPOINT_FILE
     log = MetricsLog(run_dir, state.step, enabled=rank == 0)
-    batches = source.batches(tc.batch_size)
+    first_ema = state.emas[decay_name(tc.ema[0])]
+    batches = source.batches(tc.batch_size, step=state.step, seed=state.cfg.seed)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
     t_start = time.perf_counter()
     stop_at = tc.steps if stop_after is None else min(tc.steps, state.step + stop_after)
@@ -309,10 +342,11 @@ def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None
                                          f"gradients (more than train.max_skipped={tc.max_skipped:g}); training "
                                          f"stopped, the weights of the last good step are kept in {ckpt}")
             bar.update(1)
-            if state.step % tc.log_every == 0 or state.step == tc.steps:
+            scores = monitor(first_ema, state.step, log, rank) if monitor is not None else {}
+            if state.step % tc.log_every == 0 or state.step == tc.steps or scores:
                 bar.set_postfix(loss=f"{r.loss:.4g}")
                 log.log(state.step, {"loss": r.loss, "grad_norm": r.grad_norm, "lr": r.lr, "skipped": state.skipped,
-                                     "elapsed_s": time.perf_counter() - t_start, **r.logs})
+                                     "elapsed_s": time.perf_counter() - t_start, **r.logs, **scores})
             if state.step % tc.ckpt_every == 0 or state.step == stop_at:
                 save_checkpoint(state, ckpt, rank)
     finally:

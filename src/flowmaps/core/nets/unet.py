@@ -6,7 +6,8 @@ modulates every residual block by ``h ← GN(h) · (1 + scale) + shift``; a clas
 learned embedding (``label=None`` leaves it out). Resolution ``r`` runs at ``channels · mult[i]`` for level
 ``i`` (r = H / 2^i), with ``num_res_blocks`` blocks per level, self-attention at ``attn_resolutions``, and skip
 connections from the encoder to the decoder. The output convolution starts at zero: an untrained flow map is the
-identity. Attention is written out (no fused kernel) so ``torch.func.jvp`` passes through it.
+identity. Attention uses the fused kernel except under a JVP (:mod:`.attention`). ``checkpointing`` recomputes
+each block's activations in the backward pass instead of keeping them (less memory, about one more forward).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ..models import ModelOptions
+from .attention import attention
 
 
 class UNetOptions(ModelOptions):
@@ -33,12 +36,13 @@ class UNetOptions(ModelOptions):
     attn_resolutions: tuple[int, ...] = ()
     dropout: float = Field(0.0, ge=0, lt=1)
     head_dim: int = Field(64, ge=1)
+    checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
 
     def build(self, shape: tuple[int, ...], emb_dim: int) -> UNet:
         if len(shape) != 3:
             raise ConfigError(f"model.net=unet needs image data of shape (C, H, W); the data has shape {tuple(shape)}")
         return UNet(shape, emb_dim, self.channels, self.mult, self.num_res_blocks, self.attn_resolutions,
-                    self.dropout, self.label_embeddings, self.head_dim)
+                    self.dropout, self.label_embeddings, self.head_dim, self.checkpointing)
 
 
 def _groups(ch: int, max_groups: int = 32) -> int:
@@ -78,9 +82,8 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
-        att = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(c // self.heads), dim=-1)
-        out = torch.einsum("bhij,bhdj->bhdi", att, v).reshape(b, c, h, w)
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = attention(q, k, v).transpose(-1, -2).reshape(b, c, h, w)
         return (x + self.proj(out)) / math.sqrt(2)
 
 
@@ -89,8 +92,9 @@ class UNet(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], emb_dim: int, channels: int = 64, mult: tuple[int, ...] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: tuple[int, ...] = (), dropout: float = 0.0,
-                 num_classes: int = 0, head_dim: int = 64) -> None:
+                 num_classes: int = 0, head_dim: int = 64, checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         if len(shape) != 3:
             raise ValueError(f"UNet needs images of shape (C, H, W), got {tuple(shape)}")
         cin, height, width = (int(s) for s in shape)
@@ -148,8 +152,13 @@ class UNet(nn.Module):
         """The output convolution's weight (for the adversarial loss's adaptive weight)."""
         return self.out.weight
 
+    def _run(self, layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._blocks, layers, h, emb, use_reentrant=False)
+        return self._blocks(layers, h, emb)
+
     @staticmethod
-    def _run(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+    def _blocks(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
         for layer in layers:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h

@@ -2,8 +2,8 @@
 
 An objective is a module with ``loss(model, batch, step) -> Loss``: it computes losses and nothing else (no
 optimizer step, no communication). Its options are its ``Config`` model, beside it. ``form`` names the model
-it trains (see :mod:`flowmaps.core.models`); ``needs_teacher``, ``needs_pairs`` and ``paths`` say what it
-requires of the run, checked when a config is read. An auxiliary network (a discriminator) is a submodule the
+it trains (see :mod:`flowmaps.core.models`); ``needs_teacher``, ``needs_pairs``, ``paths`` and ``jvp`` say what
+it requires of the run, checked when a config is read. An auxiliary network (a discriminator) is a submodule the
 objective declares in :meth:`Objective.auxiliaries`: the trainer makes its optimizer, steps it on the
 auxiliary loss the objective returns in ``Loss.aux``, averages its gradients over processes and checkpoints it,
 like the model's. Every other state (frozen copies, step counters) is in the objective's ``state_dict``.
@@ -66,6 +66,7 @@ class Objective(nn.Module):
     needs_teacher: ClassVar[bool] = False
     needs_pairs: ClassVar[bool] = False
     paths: ClassVar[tuple[str, ...] | None] = None  # the interpolants it is defined on (None: any)
+    jvp: ClassVar[bool] = False  # whether its loss runs torch.func.jvp through the model
     Config: ClassVar[type[Options]] = Options
 
     def __init__(self, opts: Options, ctx: Context) -> None:

@@ -44,6 +44,7 @@ class PFMM(MapObjective):
     """Progressive flow map matching: a frozen earlier copy, its valid range doubled each round."""
 
     needs_teacher = True
+    jvp = False
 
     class Config(MapOptions):
         rounds: int = Field(4, ge=1, description="doublings of δ until the whole triangle is covered")

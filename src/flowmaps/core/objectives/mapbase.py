@@ -1,6 +1,12 @@
 """What every flow-map objective shares: time derivatives of ``X_{s,t}`` by forward-mode JVP, the (s, t)
-sampler, the optional learned weight ``e^{−w(s,t)} L + w(s,t)``, and the split of the batch into the diagonal
-``s = t`` and the off-diagonal part.
+sampler (uniform on the triangle's band, or logit-normal), the loss weights, and the split of the batch into the
+diagonal ``s = t`` and the off-diagonal part.
+
+Loss weights, on each sample's loss ``L`` (the mean square of its residual Δ over its D entries):
+
+- adaptive (MeanFlow's): ``sg(w) · L`` with ``w = 1/(‖Δ‖² + c)^p``, ``‖Δ‖² = D · L`` (p = 0: the plain loss;
+  proportional to the paper's ``sg(w) ‖Δ‖²``, by 1/D);
+- learned: ``e^{−w(s,t)} L + w(s,t)`` with a small network ``w``.
 
 Derivatives use :func:`torch.func.jvp` on ``(x, s, t) ↦ X_{s,t}(x) = x + (t − s) v_θ(x, s, t)`` in fp32 with
 autocast off (mixed precision is a known cause of failed JVP-based training):
@@ -13,25 +19,29 @@ The network's gradients flow through the JVP's output (reverse over forward), so
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.func import jvp
 
 from ..models import sinusoidal
-from ..times import max_gap, sample_times
+from ..nets.attention import written_out
+from ..times import logit_normal_times, max_gap, sample_times
 from . import Loss, Objective, Options, per_sample_mse
 
 
 def jvp_map(fn, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None, ds: float, dt: float,
             label: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(f(x, s, t), d/dε f(x + ε dx, s + ε ds, t + ε dt)|_{ε=0})`` for ``fn = f`` (the model, i.e. ``X_{s,t}``,
-    or its ``v``), in fp32 (or the inputs' wider type) with autocast disabled."""
+    or its ``v``), in fp32 (or the inputs' wider type) with autocast disabled and attention written out."""
     dtype = torch.promote_types(x.dtype, torch.float32)
     x32, s32, t32 = x.to(dtype), s.to(dtype), t.to(dtype)
     dx32 = torch.zeros_like(x32) if dx is None else dx.to(dtype)
     tangents = (dx32, torch.full_like(s32, float(ds)), torch.full_like(t32, float(dt)))
-    with torch.autocast(x.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False), written_out():
         return jvp(lambda a, b, c: fn(a, b, c, label), (x32, s32, t32), tangents)
 
 
@@ -105,12 +115,28 @@ class MapOptions(Options):
     gap_start: float = Field(1.0, gt=0, le=1, description="largest |t − s| at step 0 (annealed to 1)")
     anneal_steps: int = Field(0, ge=0, description="steps over which the largest |t − s| grows to 1")
     learned_weight: bool = Field(False, description="minimize e^{−w(s,t)} L + w(s,t) with a learned w")
+    adaptive_p: float = Field(0.0, ge=0, description="adaptive weight 1/(‖Δ‖² + c)^p on each sample (0: none)")
+    adaptive_c: float = Field(1e-3, gt=0, description="the adaptive weight's c")
+    time: Literal["uniform", "logit_normal"] = Field("uniform", description="uniform on the triangle (or band), "
+                                                     "or both times logit-normal")
+    time_mean: float = Field(0.4, description="logit-normal times: mean of the normal (t = 1 is data)")
+    time_std: float = Field(1.0, gt=0, description="logit-normal times: standard deviation of the normal")
+
+    @model_validator(mode="after")
+    def _weights_and_times(self):
+        if self.adaptive_p and self.learned_weight:
+            raise ValueError("adaptive_p and learned_weight are two loss weights; choose one")
+        if self.time == "logit_normal" and (self.anneal_steps or self.gap_start != 1.0):
+            raise ValueError("time=logit_normal draws (s, t) over the whole triangle: leave gap_start and "
+                             "anneal_steps unset")
+        return self
 
 
 class MapObjective(Objective):
-    """Base of flow-map objectives: samples (s, t), splits the batch, applies the learned weight."""
+    """Base of flow-map objectives: samples (s, t), splits the batch, applies the loss weights."""
 
     form = "flowmap"
+    jvp = True
     Config = MapOptions
 
     def __init__(self, opts, ctx) -> None:
@@ -121,11 +147,13 @@ class MapObjective(Objective):
         return [] if self.weight is None else list(self.weight.parameters())
 
     def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
-        """``(s, t, n_diag)`` from :func:`flowmaps.core.times.sample_times` with the annealed largest gap, mapped
-        affinely onto the teacher's range ``[t0, 1]``."""
+        """``(s, t, n_diag)``: :func:`flowmaps.core.times.sample_times` with the annealed largest gap, or
+        :func:`~flowmaps.core.times.logit_normal_times`, mapped affinely onto the teacher's range ``[t0, 1]``."""
         o, t0 = self.opts, self.ctx.t0
-        delta = max_gap(step, o.gap_start, o.anneal_steps)
-        s, t, n_diag = sample_times(n, o.eta, delta, o.square, device)
+        if o.time == "logit_normal":
+            s, t, n_diag = logit_normal_times(n, o.eta, o.time_mean, o.time_std, o.square, device)
+        else:
+            s, t, n_diag = sample_times(n, o.eta, max_gap(step, o.gap_start, o.anneal_steps), o.square, device)
         return (s, t, n_diag) if not t0 else (t0 + (1 - t0) * s, t0 + (1 - t0) * t, n_diag)
 
     def draw(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
@@ -137,14 +165,18 @@ class MapObjective(Objective):
         return x0, x1, batch.get("label"), s, t, n_diag
 
     def combine(self, losses: Tensor, s: Tensor, t: Tensor, n_diag: int) -> Loss:
-        """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ = e^{−w(s,t)} L + w(s,t)`` or ``L``."""
+        """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ`` the weighted loss (module docstring)."""
         logs: dict[str, float] = {}
         terms = []
+        weighted = losses
+        if self.opts.adaptive_p:
+            size = math.prod(self.ctx.shape)
+            weighted = losses / (size * losses.detach() + self.opts.adaptive_c) ** self.opts.adaptive_p
         for name, sl in (("diag", slice(0, n_diag)), ("off", slice(n_diag, None))):
-            part = losses[sl]
+            part = weighted[sl]
             if part.numel() == 0:
                 continue
-            logs[name] = float(part.detach().mean())
+            logs[name] = float(losses[sl].detach().mean())
             if self.weight is not None:
                 w = self.weight(s[sl], t[sl])
                 part = torch.exp(-w) * part + w

@@ -11,7 +11,10 @@ on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-dia
 **MeanFlow** is the Eulerian form written for the average velocity ``v(x, s, t) = (X_{s,t}(x) − x)/(t − s)`` with
 the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ_s + (t − s) d/ds v(I_s, s, t))|²``,
 ``d/ds v = ∂_s v + ∇v · İ_s`` by one JVP with tangent (İ_s, 1, 0); on the diagonal it is flow matching, so all
-samples use the one formula. Its residual is ``−(∂_s X + ∇X · İ_s)``: the Eulerian flow-map condition.
+samples use the one formula. Its residual is ``−(∂_s X + ∇X · İ_s)``: the Eulerian flow-map condition. Its
+paper (*Mean Flows for One-step Generative Modeling*, Geng, Deng, Bai, Kolter and He) trains it with the adaptive
+loss weight and logit-normal times (:mod:`.mapbase`), options here: on the 2-D benchmarks they made the one-step
+map worse (docs/benchmarks/meanflow_2d.md), so they are not the default.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class PSD(_SelfDistill):
     """Progressive self-distillation; ``gamma`` is ``mid`` (PSD-M) or ``uniform`` (PSD-U)."""
 
     gamma = "mid"
+    jvp = False
 
     def off_diagonal(self, model, x, s, t, label):
         g = torch.full_like(s, 0.5) if self.gamma == "mid" else torch.rand_like(s)
@@ -84,7 +88,9 @@ class PSDU(PSD):
 
 
 class MeanFlow(MapObjective):
-    """MeanFlow: the Eulerian condition on the average velocity with the conditional velocity İ_s."""
+    """MeanFlow: the Eulerian condition on the average velocity with the conditional velocity İ_s, a quarter of
+    the batch off the diagonal. Its paper's training is ``adaptive_p: 1`` (c = 10⁻³) and ``time: logit_normal``
+    (the paper's N(−0.4, 1) with noise at t = 1 is N(0.4, 1) here, the default mean)."""
 
     class Config(MapOptions):
         eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch with s = t")
