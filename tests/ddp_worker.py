@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 import flowmaps.run.trainer as training
+from flowmaps.core import distributed
 from flowmaps.run.config import load_config
 
 _fit = training.fit
@@ -27,4 +28,7 @@ def _fit_then_save(state, *args):
 training.fit = _fit_then_save
 
 if __name__ == "__main__":
-    training.train(load_config(sys.argv[1], sys.argv[4:]), sys.argv[2], progress=False)
+    try:
+        training.train(load_config(sys.argv[1], sys.argv[4:]), sys.argv[2], progress=False)
+    finally:
+        distributed.close()  # as the CLI does: a group left to the interpreter's teardown can abort the process
