@@ -220,3 +220,23 @@ def test_evaluation_during_training_logs_and_resumes(tmp_path):
     train(cfg, tmp_path / "b", resume=True, progress=False)
     again = metric_rows(tmp_path / "b")
     assert [(r["loss"], r["fd_tiny_N1"]) for r in again] == [(r["loss"], r["fd_tiny_N1"]) for r in rows]
+
+
+def test_eval_defaults_to_the_configs_steps_and_edm_grids(tmp_path):
+    """An LMM recipe evaluates on lines matching's EDM σ grids (``eval.edm_grids``) besides the uniform steps;
+    a grid given on the command line replaces both."""
+    run = tmp_path / "run"
+    cfg = parse_config({"data": {"kind": "gmm", "dim": 2, "components": 2}, "model": {"width": 16, "depth": 1},
+                        "eval": {"n": 200, "steps": [1, 2], "edm_grids": [[0], [0, 3, 5]]},
+                        "train": {"steps": 2, "batch_size": 16, "ckpt_every": 2, "device": "cpu"}})
+    train(cfg, run, progress=False)
+    r = forked_cli("eval", run, "--solver", "map", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((run / "eval.json").read_text())
+    assert [(r["steps"], r.get("grid"), r["nfe"]) for r in rows[:4]] == [
+        (1, None, 1), (2, None, 2), (1, "EDM σ idx 0", 1), (3, "EDM σ idx 0,3,5", 3)]
+    assert [r["solver"] for r in rows[4:]] == ["adaptive"]  # a velocity model's reference solve
+    r = forked_cli("eval", run, "--solver", "map", "--quiet", "--edm-grid", "0,1")
+    assert r.returncode == 0 and [r["grid"] for r in json.loads((run / "eval.json").read_text())] == ["EDM σ idx 0,1"]
+    with pytest.raises(ConfigError, match=r"eval\.edm_grids: EDM step indices must lie in 0\.\.17"):
+        parse_config({"eval": {"edm_grids": [[0, 18]]}})

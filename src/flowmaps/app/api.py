@@ -72,4 +72,4 @@ def evaluate(run: Run, steps: list[int] | None = None, n: int | None = None,
     Fréchet distance for images), by default at the config's ``eval`` settings."""
     e = run.cfg.eval
     return _evaluate(run.model, run.source, steps or e.steps, n or e.n, e.seed, solvers, bins=e.bins,
-                     features=e.features, t0=run.t0)
+                     features=e.features, edm_grids=None if steps else e.edm_grids, t0=run.t0)

@@ -280,9 +280,11 @@ def cmd_eval(args) -> None:
             raise ConfigError(f"--ref {args.ref}: the run measures features {names or 'none'}; --ref needs exactly "
                               "one (set --features)")
         references[names[0]] = args.ref
-    steps = None if args.grid is not None or args.edm_grid is not None else args.steps or e.steps
+    chosen = args.grid is not None or args.edm_grid is not None or args.steps  # else the config's eval grids
+    steps = args.steps if chosen else e.steps
+    edm_grids = [args.edm_grid] if args.edm_grid is not None else None if chosen else e.edm_grids
     rows = evaluate(run.model, run.source, steps, args.n, e.seed, solvers, bins=e.bins, features=features,
-                    grid=args.grid, edm_grid=args.edm_grid, references=references, stats_dir=run.path / "stats",
+                    grid=args.grid, edm_grids=edm_grids, references=references, stats_dir=run.path / "stats",
                     batch=args.batch_size or e.batch, device=device, progress=not args.quiet, t0=run.t0)
     if distributed.world()[0] == 0:
         save_rows(run.path / "eval", rows)

@@ -21,17 +21,19 @@ __all__ = ["evaluate", "markdown_table", "measure", "run_sampler", "sampler_spec
 
 
 def sampler_specs(form: str, steps: list[int] | None, solvers: tuple[str, ...] | list[str] | None = None,
-                  grid: Tensor | None = None, edm_grid: list[int] | None = None,
+                  grid: Tensor | None = None, edm_grids: list[list[int]] | None = None,
                   adaptive: bool | None = None) -> list[dict[str, Any]]:
-    """The samplers of an evaluation: each solver (default: the model form's) at each step count, or on the one
-    ``grid`` / ``edm_grid``; plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
+    """The samplers of an evaluation: each solver (default: the model form's) on the one ``grid``, or at each
+    step count of ``steps`` (uniform grids) and on each of ``edm_grids`` (indices into EDM's 18-step σ grid);
+    plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
     solvers = list(solvers or DEFAULTS[form].evaluate)
     if grid is not None:
         return [{"solver": s, "grid": grid} for s in solvers]
-    if edm_grid is not None:
-        return [{"solver": s, "edm_grid": list(edm_grid)} for s in solvers]
-    specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in solvers for k in steps or [1]]
-    if adaptive if adaptive is not None else form == "velocity":
+    specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in solvers for k in steps or []]
+    specs += [{"solver": s, "edm_grid": list(g)} for s in solvers for g in edm_grids or []]
+    if not specs:
+        specs = [{"solver": s, "steps": 1} for s in solvers]
+    if adaptive if adaptive is not None else form == "velocity" and specs[0].get("steps"):
         specs.append({"solver": "adaptive", "steps": None})
     return specs
 
@@ -48,7 +50,7 @@ def _describe(spec: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int = 1234,
              solvers: tuple[str, ...] | None = None, adaptive: bool | None = None, bins: int = 50,
-             features: list[str] | None = None, grid: Tensor | None = None, edm_grid: list[int] | None = None,
+             features: list[str] | None = None, grid: Tensor | None = None, edm_grids: list[list[int]] | None = None,
              references: dict[str, str] | None = None, stats_dir: str | Path | None = None, batch: int = 500,
              device: str = "cpu", progress: bool = False, t0: float = 0.0) -> list[dict]:
     """One row per sampler of :func:`sampler_specs`: NFE, n and the metrics of :func:`measure_samples` against
@@ -60,7 +62,7 @@ def evaluate(model: FlowMap, source, steps: list[int] | None, n: int, seed: int 
     meter = image_meter(source, features, references or {}, stats_dir, device, batch, progress)
     ref = source.reference(min(n, W2_MAX) if len(source.shape) == 3 else n, seed=seed + 1)
     rows = []
-    for spec in sampler_specs(model.form, steps, solvers, grid, edm_grid, adaptive):
+    for spec in sampler_specs(model.form, steps, solvers, grid, edm_grids, adaptive):
         row, _ = measure_samples(model, source, ref, n, seed, batch, meter, bins, t0=t0, **spec)
         rows.append({**_describe(spec), **row})
     return rows

@@ -24,6 +24,7 @@ from ..core.nets.unet import UNetOptions
 from ..core.objectives import objective_class, options_of
 from ..core.options import Options, dispatch
 from ..core.paths import INTERPOLANTS
+from ..core.sampling import edm_subset_grid
 from ..core.teachers import TEACHERS
 from ..data import data_options
 from ..errors import ConfigError
@@ -104,6 +105,8 @@ class TrainConfig(Options):
 class EvalConfig(Options):
     n: int = Field(20_000, ge=2)
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
+    edm_grids: list[list[int]] = Field(default_factory=list, description="time grids of EDM's 18 σ levels "
+                                       "evaluated besides eval.steps: increasing indices, e.g. [[0], [0, 1]]")
     seed: int = 1234
     bins: int = Field(50, ge=2)
     batch: int = Field(500, ge=1, description="samples per sampler batch (and per feature pass)")
@@ -129,6 +132,13 @@ class EvalConfig(Options):
     def _steps(cls, value: list[int]) -> list[int]:
         if min(value) < 1:
             raise ValueError(f"steps must be integers >= 1, got {value}")
+        return value
+
+    @field_validator("edm_grids")
+    @classmethod
+    def _edm_grids(cls, value: list[list[int]]) -> list[list[int]]:
+        for g in value:
+            edm_subset_grid(g)  # its ValueError names the fault
         return value
 
 
