@@ -103,11 +103,13 @@ def main() -> None:
         rows.append({"policy": name, "alone_steps_per_s": a, "beside_steps_per_s": b, "slowdown": a / b})
         print(rows[-1], flush=True)
     save_rows(args.out, rows)
-    meta = {"cpus": os.cpu_count(), "steps": args.steps, "rounds": args.rounds,
-            "command": "python benchmarks/contention.py " + " ".join(sys.argv[1:])}
+    command = "python benchmarks/contention.py " + " ".join(sys.argv[1:])
+    meta = {"cpus": os.cpu_count(), "steps": args.steps, "rounds": args.rounds, "command": command}
     Path(args.out).with_name(Path(args.out).name + "_meta.json").write_text(json.dumps(meta, indent=1))
-    print(markdown_table(rows, f"training beside a busy 2-thread process, {os.cpu_count()} CPUs, median of "
-                               f"{args.rounds}"))
+    table = markdown_table(rows, f"training beside a busy 2-thread process, {os.cpu_count()} CPUs, "
+                                 f"{args.steps} steps, median of {args.rounds} (`{command.strip()}`)")
+    Path(args.out).with_suffix(".md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":
