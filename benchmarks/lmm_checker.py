@@ -128,7 +128,7 @@ def cmd_table1(args) -> None:
     grid_pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     for r, name in enumerate(TABLE1):
         model = runs[name].model
-        vel = runs[name].velocity_field()
+        vel = torch.no_grad()(model.velocity)  # the ODE velocity b(x, t), no gradients
         x0 = noise(2000, (2,), model.sigma0, seed=7)
         s = straightness(vel, x0, steps=64)
         rows.append({"model": name, "straightness": s, "paper (Table 1)": PAPER_TABLE[name]})
