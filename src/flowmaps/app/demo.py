@@ -1,9 +1,10 @@
 """``flowmaps demo``: the embedded default on the CPU, end to end, in a few minutes.
 
 A flow-matching teacher learns the checkerboard; two few-step models learn its sampler: a flow map distilled
-from it (Lagrangian map distillation, started from the teacher's weights) and a lines matching model trained on
-its EDM-Heun pairs. Each stage trains one run under ``OUT/<stage>`` from the recipe written below (much shorter
-with ``--fast``, a smoke run) and resumes if it is there already. The demo then draws the same noise through
+from it (Lagrangian map distillation) and a lines matching model trained on its EDM-Heun pairs. Every stage uses
+the same network, an MLP 4×256 with 32 random Fourier features of its input. Each stage trains one run under
+``OUT/<stage>`` from the recipe written below (much shorter with ``--fast``, a smoke run) and resumes if it is
+there already; the whole demo takes about 5 minutes on 2 CPU cores. The demo then draws the same noise through
 every model and writes one figure, ``OUT/samples.png`` (the target; the teacher at its full adaptive solve and at
 1 and 2 Euler steps; each few-step model at N = 1, 2, 4 steps, NFE and KL in every title), the metrics table
 ``OUT/metrics.{md,json}``, and prints the table with a paragraph that reads it.
@@ -23,7 +24,7 @@ from .evaluate import markdown_table, measure, run_sampler, save_rows
 from .plots import scatter_panels
 
 CHECKER = {"kind": "toy", "name": "checker"}
-NET = {"net": "mlp", "width": 256, "depth": 4, "max_freq": 16.0}  # every stage's network: the teacher's
+NET = {"net": "mlp", "width": 256, "depth": 4, "max_freq": 16.0, "fourier": 32}  # every stage's network
 
 
 def _recipe(objective: dict, steps: int, batch: int, lr: float, **sections) -> dict:
@@ -33,10 +34,10 @@ def _recipe(objective: dict, steps: int, batch: int, lr: float, **sections) -> d
                       "log_every": 100, "ckpt_every": 1000}}
 
 
-TEACHER = _recipe({"method": "fm"}, 8000, 1024, 3e-3, data=CHECKER)
-LMD = _recipe({"method": "lmd"}, 2000, 512, 3e-3, data=CHECKER)
-LMM = _recipe({"method": "lmm", "time": "uniform"}, 3000, 1024, 2e-3)
-PAIRS = 20_000
+TEACHER = _recipe({"method": "fm"}, 3000, 1024, 3e-3, data=CHECKER)
+LMD = _recipe({"method": "lmd"}, 2200, 512, 3e-3, data=CHECKER)
+LMM = _recipe({"method": "lmm"}, 2500, 1024, 3e-3)
+PAIRS = 50_000
 FAST = ["train.steps=150", "train.batch_size=256"]  # the smoke run
 STEPS = (1, 2, 4)
 EDM_GRIDS = {1: [0], 2: [0, 1], 4: [0, 1, 3, 5]}  # lines matching's samplers on EDM's σ levels
@@ -55,8 +56,8 @@ def demo(out: Path, fast: bool = False, progress: bool = True, n: int = 20_000, 
     if out.exists() and (not out.is_dir() or any(p.name not in OUTPUTS for p in out.iterdir())):
         raise ConfigError(f"{out}: exists and is not a demo folder (it holds other files); choose another --out")
     teacher = _stage("teacher", TEACHER, out, fast, progress, device)
-    lmd = _stage("lmd", {**LMD, "teacher": {"kind": "run", "path": str(out / "teacher"), "init": True}}, out, fast,
-                 progress, device)
+    lmd = _stage("lmd", {**LMD, "teacher": {"kind": "run", "path": str(out / "teacher")}}, out, fast, progress,
+                 device)
     pairs, count = out / "pairs", 2000 if fast else PAIRS
     print(f"[demo] pairs: {count} teacher pairs (EDM Heun, 35 NFE) -> {pairs}", flush=True)
     generate_pairs(pair_teacher(out / "teacher", "edm", 18, device), count, pairs, shard_size=8192,
