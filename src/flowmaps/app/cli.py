@@ -114,7 +114,6 @@ def cmd_train(args) -> None:
 
 def cmd_pairs(args) -> None:
     from ..core import distributed
-    from ..io.shards import describe
     from ..pairs.generate import generate_pairs
     from ..pairs.store import verify_store
 
@@ -122,10 +121,7 @@ def cmd_pairs(args) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; a pair store is a folder")
     if args.verify:
-        bad = verify_store(out, full=True, check_noise=True)
-        if bad:
-            raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
-        print(f"{out}: every shard matches its sha256 and its noise seeds")
+        _verified(out, verify_store(out, full=True, check_noise=True), "its sha256 and its noise seeds")
         return
     if args.n is None:
         raise ConfigError("flowmaps pairs needs --n (the number of pairs)")
@@ -292,16 +288,22 @@ def cmd_eval(args) -> None:
         print(markdown_table(rows, f"{run.path} (step {run.step}, {which} weights)"))
 
 
+def _verified(out: Path, bad: list, what: str) -> None:
+    """``--verify``'s verdict on a sharded store: the damaged shards as one error line, or one line of success."""
+    from ..io.shards import describe
+
+    if bad:
+        raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
+    print(f"{out}: every shard matches {what}")
+
+
 def cmd_prepare(args) -> None:
     from ..data.prepare import open_source, prepare
-    from ..io.shards import describe, verify
+    from ..io.shards import verify
 
     out = Path(args.out)
     if args.verify:
-        bad = verify(out)
-        if bad:
-            raise StoreError(f"{out}: damaged shards: {describe(bad)}; rerun with --repair to make them again")
-        print(f"{out}: every shard matches its sha256")
+        _verified(out, verify(out), "its sha256")
         return
     if args.src is None:
         raise ConfigError("flowmaps prepare needs SRC (an image folder, a .npy/.npz, or a torchvision root with --set)")
