@@ -1,0 +1,38 @@
+"""The long benchmarks at smoke size: each script runs end to end on tiny budgets and writes its tables, so an
+API change that breaks one shows here rather than at the next full rerun (its numbers are not checked)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_lmm_checker_tables_at_smoke_size(tmp_path):
+    common = ["--root", str(tmp_path / "runs"), "--steps", "2", "--pairs", "256", "--out", str(tmp_path)]
+    _run("benchmarks/lmm_checker.py", "table1", *common)
+    _run("benchmarks/lmm_checker.py", "quality", *common, "--n", "400")
+    rows = json.loads((tmp_path / "lmm_quality.json").read_text())
+    assert {"EDM (teacher)", "LMM", "2-RF (reflow of 1-RF on its own pairs)"} <= {r["model"] for r in rows}
+    assert (tmp_path / "lmm_table1.md").is_file() and (tmp_path / "lmm_table1.png").stat().st_size > 10_000
+
+
+def test_step_cost_meanflow_and_gmm_benchmarks_at_smoke_size(tmp_path):
+    _run("benchmarks/step_cost.py", "--width", "16", "--depth", "1", "--batch", "32", "--rounds", "1", "--steps", "1",
+         "--out", str(tmp_path / "step_cost"))
+    rows = json.loads((tmp_path / "step_cost.json").read_text())["rows"]
+    assert {r["method"] for r in rows} >= {"fm", "lmd", "lsd"}
+    _run("benchmarks/meanflow_2d.py", "--steps", "2", "--n", "400", "--data", "checker", "--runs",
+         str(tmp_path / "mf"), "--out", str(tmp_path / "meanflow"))
+    assert (tmp_path / "meanflow.md").is_file()
+    _run("benchmarks/gmm_flowmaps.py", "--dims", "2", "--steps", "2", "--width", "16", "--depth", "1", "--n", "200",
+         "--runs", str(tmp_path / "gmm"), "--out", str(tmp_path / "gmm_flowmaps"))
+    assert (tmp_path / "gmm_flowmaps.md").is_file()
