@@ -46,6 +46,21 @@ def test_existing_run_dir_and_changed_config_are_refused(tmp_path):
         train(cfg("train.steps=9"), tmp_path / "r", resume=True, progress=False)
 
 
+def test_resume_takes_new_evaluation_and_device_keys_bit_identically(tmp_path):
+    """Keys that do not change what a run learns (eval.*, train.device/threads/log_every/ckpt_every) may change
+    on resume: the run continues exactly and its config.yaml takes the new values."""
+    train(cfg("train.steps=20"), tmp_path / "a", progress=False)
+    train(cfg("train.steps=20"), tmp_path / "b", progress=False, stop_after=10)
+    later = cfg("train.steps=20", "eval.steps=[3]", "eval.edm_grids=[[0]]", "train.device=cpu", "train.threads=1",
+                "train.log_every=5", "train.ckpt_every=5")
+    train(later, tmp_path / "b", resume=True, progress=False)
+    a, b = load_run(tmp_path / "a"), load_run(tmp_path / "b")
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    assert b.cfg.eval.steps == [3] and b.cfg.eval.edm_grids == [[0]] and b.cfg.train.log_every == 5
+    with pytest.raises(ConfigError, match=r"config differs .*train\.lr"):
+        train(cfg("train.steps=20", "train.lr=0.5"), tmp_path / "b", resume=True, progress=False)
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     c = cfg("train.steps=40", "train.lr=1e30", "train.grad_clip=null", "train.ckpt_every=1", "train.ema=0")
     with pytest.raises(NonFiniteError, match=r"non-finite \w+ at step \d+"):

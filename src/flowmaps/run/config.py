@@ -294,3 +294,12 @@ def config_diff(a: RunConfig, b: RunConfig, sections: tuple[str, ...] | None = N
     fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
     keys = sorted(k for k in fa.keys() | fb.keys() if sections is None or k.split(".")[0] in sections)
     return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]
+
+
+RESUMABLE = ("eval.", "train.device", "train.threads", "train.log_every", "train.ckpt_every")
+"""Keys a run may change when it resumes: where and how it is evaluated, run and logged, not what it learns."""
+
+
+def training_diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """:func:`config_diff` without the :data:`RESUMABLE` keys: the differences that change the training."""
+    return [d for d in config_diff(a, b) if not d.split(":")[0].startswith(RESUMABLE)]

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..io.files import atomic_write, holds_only_leftovers, lock_folder, remove_stale_temp, storage_error, write_text
 from .build import CHECKPOINT_FILE, CONFIG_FILE
-from .config import RunConfig, config_diff, dump_config, load_config
+from .config import RunConfig, config_diff, dump_config, load_config, training_diff
 
 
 class MetricsLog:
@@ -101,7 +101,7 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
         started = (run_dir / CHECKPOINT_FILE).exists()
         if started and not resume:
             raise ConfigError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another --out")
-        diff = config_diff(load_config(saved), cfg)
+        diff = training_diff(load_config(saved), cfg)
         if diff:
             more = "; ..." if len(diff) > 3 else ""
             raise ConfigError(f"{run_dir}: the config differs from the run's saved {CONFIG_FILE} "
@@ -124,8 +124,9 @@ def open_run_dir(cfg: RunConfig, run_dir: Path, resume: bool):
     try:
         check_run_dir(cfg, run_dir, resume)  # another process may have started a run here since the first check
         remove_stale_temp(run_dir)
-        if not (run_dir / CONFIG_FILE).exists():
-            write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+        saved = run_dir / CONFIG_FILE
+        if not saved.exists() or config_diff(load_config(saved), cfg):  # new, or resumed with new eval/device keys
+            write_text(saved, dump_config(cfg))
     except BaseException:
         if lock is not None:
             lock.close()

@@ -34,7 +34,7 @@ from ..data import Source, build_source
 from ..errors import CheckpointError, ConfigError, NonFiniteError
 from ..io.checkpoint import load_state, save_state
 from .build import CHECKPOINT_FILE, build_model, build_objective, ema_states, resolve_device
-from .config import RunConfig, TrainConfig, config_diff, decay_name, dump_config, parse_config, read_yaml
+from .config import RunConfig, TrainConfig, decay_name, dump_config, parse_config, read_yaml, training_diff
 from .monitor import Monitor
 from .rundir import MetricsLog, check_run_dir, open_run_dir
 
@@ -238,7 +238,7 @@ def restore(state: TrainState, ckpt: Path) -> dict[str, Any]:
         saved = parse_config(read_yaml(saved_state["config"]))
     except (KeyError, ConfigError) as err:
         raise CheckpointError(f"{ckpt}: holds no readable config ({err}); it is not this run's checkpoint") from None
-    diff = config_diff(saved, state.cfg)
+    diff = training_diff(saved, state.cfg)
     if diff:
         raise CheckpointError(f"{ckpt}: written by another config ({'; '.join(diff[:3])}); it does not match this run")
     was, now = saved_state.get("teacher") or {}, state.teacher
