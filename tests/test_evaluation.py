@@ -207,13 +207,14 @@ def test_eval_takes_the_grids_of_sample_and_reports_every_score(tmp_path, monkey
 def test_evaluation_during_training_logs_and_resumes(tmp_path):
     tree = {"data": {"kind": "images", "name": "digits"},
             "model": {"net": "unet", "channels": 8, "mult": [1, 2], "num_res_blocks": 1},
-            "eval": {"every": 2, "every_n": 40, "steps": [1], "features": ["tiny"], "batch": 20},
+            "eval": {"every": 2, "every_n": 40, "steps": [1], "edm_grids": [[0, 1]], "features": ["tiny"],
+                     "batch": 20},
             "train": {"steps": 4, "batch_size": 8, "log_every": 10, "ckpt_every": 10, "device": "cpu"}}
     cfg = parse_config(tree)
     train(cfg, tmp_path / "a", progress=False)
     rows = metric_rows(tmp_path / "a")
     assert [int(r["step"]) for r in rows] == [2, 4] and all(float(r["fd_tiny_N1"]) > 0 for r in rows)
-    assert {"kid_tiny_N1", "w2_N1"} <= set(rows[0])
+    assert {"kid_tiny_N1", "w2_N1", "fd_tiny_edm0-1"} <= set(rows[0])
     assert (tmp_path / "a" / "samples" / "step-0000002.png").is_file()
     assert load_png(tmp_path / "a" / "samples" / "step-0000004.png").shape[0] == 1
     train(cfg, tmp_path / "b", progress=False, stop_after=3)

@@ -1,9 +1,9 @@
 """Evaluations during training (``eval.every``): every ``eval.every`` steps the first EMA draws ``eval.every_n``
-samples at each of ``eval.steps`` (its model form's first evaluation solver, from the teacher's first time); their
-metrics (for images the Fréchet distance and the other feature scores, see :mod:`.measure`) go to ``metrics.csv``
-and TensorBoard as ``<metric>_N<steps>``, and for images a grid of 64 samples at the fewest steps to
-``RUN/samples/step-NNNNNNN.png`` and TensorBoard. Sampling uses its own generators, so a resumed run stays identical
-to an uninterrupted one.
+samples at each of ``eval.steps`` and on each of ``eval.edm_grids`` (its model form's first evaluation solver, from
+the teacher's first time); their metrics (for images the Fréchet distance and the other feature scores, see
+:mod:`.measure`) go to ``metrics.csv`` and TensorBoard as ``<metric>_N<steps>`` and ``<metric>_edm<i-j-…>``,
+and for images a grid of 64 samples of the first sampler to ``RUN/samples/step-NNNNNNN.png`` and TensorBoard.
+Sampling uses its own generators, so a resumed run stays identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ class Monitor:
         if not e.every or step % e.every:
             return {}
         solver = DEFAULTS[ema.form].evaluate[0]
+        grids = [(f"N{k}", {"steps": k}) for k in sorted(e.steps)]
+        grids += [("edm" + "-".join(map(str, g)), {"edm_grid": g}) for g in e.edm_grids]
         out: dict[str, float] = {}
-        for i, k in enumerate(sorted(e.steps)):
+        for i, (name, spec) in enumerate(grids):
             row, x = measure_samples(ema, self.source, self.ref, e.every_n, e.seed, e.batch, self.meter, e.bins,
-                                     solver=solver, steps=k, t0=self.t0)
-            out.update({f"{key}_N{k}": v for key, v in row.items() if key not in ("n", "nfe")
+                                     solver=solver, t0=self.t0, **spec)
+            out.update({f"{key}_{name}": v for key, v in row.items() if key not in ("n", "nfe")
                         and not key.startswith("n_ref")})
             if i == 0 and rank == 0 and x.dim() == 4:
                 tiles = grid(to_uint8(x[:64]))
                 save_png(self.run_dir / "samples" / f"step-{step:07d}.png", tiles)
-                log.image(f"samples_N{k}", tiles, step)
+                log.image(f"samples_{name}", tiles, step)
         return out
