@@ -12,8 +12,10 @@ OpenMP wait policy, started first and kept running. Policies, each a fresh proce
   300,000 times before it sleeps: ``GOMP_SPINCOUNT=300000``, which is also what stops flowmaps from choosing) —
   what flowmaps did before it chose a policy;
 - ``passive``: the same threads, ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once);
+- ``short spin``: the same threads, ``GOMP_SPINCOUNT=300``;
 - ``one thread``: the default waits, ``train.threads=1``;
-- ``flowmaps``: the command line's own policy (``flowmaps.app.cli.quiet_waits``), nothing set by hand.
+- ``flowmaps``: the command line's own policy (``flowmaps.app.cli.quiet_waits``: ``GOMP_SPINCOUNT=1000``),
+  nothing set by hand.
 
 Each policy runs alone, then beside the busy process, ``--rounds`` times in turn; the table reports the median
 steps/s and the slowdown (alone / beside). Losing half the cores should cost at most about half the speed:
@@ -42,6 +44,7 @@ DEFAULT_WAITS = {"GOMP_SPINCOUNT": "300000"}
 POLICIES = {
     "torch default": (DEFAULT_WAITS, []),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "short spin": ({"GOMP_SPINCOUNT": "300"}, []),
     "one thread": (DEFAULT_WAITS, ["train.threads=1"]),
     "flowmaps": ({}, []),
 }

@@ -492,13 +492,18 @@ def out_of_memory(err: BaseException) -> str | None:
     return None
 
 
+SPINCOUNT = "1000"
+"""How long a waiting OpenMP thread spins before it sleeps (GNU OpenMP's default: 300,000)."""
+
+
 def quiet_waits() -> None:
-    """OpenMP threads that sleep while they wait, unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set: on
-    cores shared with another busy process, threads spinning at a barrier for a descheduled sibling made training
-    up to 30× slower; sleeping ones lose about the share of the cores they lose (benchmarks/contention.py). It
-    takes effect when torch is first imported, which the command line does after this."""
+    """OpenMP threads that spin briefly, then sleep while they wait (``GOMP_SPINCOUNT`` = :data:`SPINCOUNT`),
+    unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set: on cores shared with another busy process, threads
+    spinning long at a barrier for a descheduled sibling made training up to 30× slower, while threads that sleep
+    at once (``OMP_WAIT_POLICY=PASSIVE``) made it a third slower alone (benchmarks/contention.py). It takes effect
+    when torch is first imported, which the command line does after this."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,9 @@ def _recipe(objective: dict, steps: int, batch: int, lr: float, **sections) -> d
                       "log_every": 100, "ckpt_every": 1000}}
 
 
-TEACHER = _recipe({"method": "fm"}, 3000, 1024, 3e-3, data=CHECKER)
-LMD = _recipe({"method": "lmd"}, 2200, 512, 3e-3, data=CHECKER)
-LMM = _recipe({"method": "lmm"}, 2500, 1024, 3e-3)
+TEACHER = _recipe({"method": "fm"}, 3500, 1024, 3e-3, data=CHECKER)
+LMD = _recipe({"method": "lmd"}, 2600, 512, 3e-3, data=CHECKER)
+LMM = _recipe({"method": "lmm"}, 3000, 1024, 3e-3)
 PAIRS = 50_000
 FAST = ["train.steps=150", "train.batch_size=256"]  # the smoke run
 STEPS = (1, 2, 4)
