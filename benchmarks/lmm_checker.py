@@ -61,18 +61,23 @@ RF1, RF2 = "1-RF (CFM)", "2-RF (reflow of 1-RF on its own pairs)"
 PAIRS_OF = {RF2: (RF1, "adaptive", 1, "pairs_rf1")}  # a pair-trained run whose pairs are not the teacher's
 
 
+# Table 1 at the paper's small scale: the EDM teacher and the lines matching models on the 128×3 MLP of the
+# baselines (checker_rf1/otcfm/botcfm), where the shipped recipes use the flow-matching teacher's network
+SMALL = ["model.width=128", "model.depth=3", "model.max_freq=1000", "train.lr=2e-3", "train.batch_size=512"]
+
+
 def recipes(steps: int) -> dict[str, tuple[str, list[str]]]:
     """name -> (config, overrides); pair-trained runs read the teacher's pair store."""
     return {
-        TEACHER: ("checker_edm", []),
+        TEACHER: ("checker_edm", SMALL),
         RF1: ("checker_rf1", []),
         "OT-CFM (σ = 0.1)": ("checker_otcfm", []),
         "BOT-CFM B=64": ("checker_botcfm", ["train.batch_size=64"]),
         "BOT-CFM B=256": ("checker_botcfm", ["train.batch_size=256"]),
         RF2: ("checker_rf2", []),
-        "LMM": ("checker_lmm", []),
-        "LMM + adversarial": ("checker_lmm_adv", [f"objective.adv_start={int(0.7 * steps)}"]),
-        "LMM + SOT (idx 0,1)": ("checker_lmm", ["objective.time=sot", "objective.sot_steps=[0,1]"]),
+        "LMM": ("checker_lmm", SMALL),
+        "LMM + adversarial": ("checker_lmm_adv", SMALL + [f"objective.adv_start={int(0.7 * steps)}"]),
+        "LMM + SOT (idx 0,1)": ("checker_lmm", SMALL + ["objective.time=sot", "objective.sot_steps=[0,1]"]),
     }
 
 

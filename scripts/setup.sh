@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create or reuse ./.venv and install flowmaps into it (editable, with the test tools).
+# Create or reuse ./.venv and install flowmaps into it (editable, with the test tools and, without its declared
+# dependencies, the bench extra: torchcfm, the peer of benchmarks/peers.py).
 # The CPU build of torch is pinned first so pip never pulls a multi-GB CUDA build on a CPU machine.
 #   FLOWMAPS_EXTRAS=images,diffusers   optional extras to install too (comma-separated; see pyproject.toml)
 #   FLOWMAPS_TORCH="torch==… …"        another torch build; the `images` extra needs a torchvision that imports,
@@ -20,5 +21,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q ${torch}
   .venv/bin/python -m pip install -q -e ".[${extras}]"
+  .venv/bin/python -m pip install -q --no-deps "torchcfm==1.0.7"   # the bench extra (pyproject.toml), no deps
   printf '%s' "$want" > "$stamp"
 fi

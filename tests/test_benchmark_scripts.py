@@ -36,3 +36,20 @@ def test_step_cost_meanflow_and_gmm_benchmarks_at_smoke_size(tmp_path):
     _run("benchmarks/gmm_flowmaps.py", "--dims", "2", "--steps", "2", "--width", "16", "--depth", "1", "--n", "200",
          "--runs", str(tmp_path / "gmm"), "--out", str(tmp_path / "gmm_flowmaps"))
     assert (tmp_path / "gmm_flowmaps.md").is_file()
+
+
+def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
+    _run("benchmarks/peers.py", "--data", "rings", "--batch", "64", "--rounds", "1", "--steps", "1", "--n", "400",
+         "--pairs", "256", "--set", "train.steps=3", "--root", str(tmp_path / "peers"),
+         "--out", str(tmp_path / "peers"))
+    result = json.loads((tmp_path / "peers.json").read_text())
+    assert {r["model"] for r in result["quality"][0]["rows"]} >= {"flowmaps LMD", "torchcfm OT-CFM (Euler)"}
+    assert len(result["speed"]) == 4 and len(result["ot"]) == 3
+    _run("benchmarks/heldout.py", "--sets", "gmm8d", "--scale", "0.0005", "--n", "300", "--pairs", "256",
+         "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "heldout"))
+    runs = json.loads((tmp_path / "heldout.json").read_text())["runs"]["gmm8d"]
+    assert {"fm", "edm", "lmd", "lsd", "meanflow", "lmm", "rf2"} <= set(runs)
+    _run("benchmarks/lmm_ablation.py", "--scale", "0.002", "--teacher-scale", "0.002", "--seeds", "2", "--pairs",
+         "256", "--n", "200", "--root", str(tmp_path / "ablation"), "--out", str(tmp_path / "ablation"))
+    rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+    assert [r["row"] for r in rows[1::3]] == ["L2", "perceptual", "+ adversarial", "+ SOT"]

@@ -19,6 +19,21 @@ def test_exact_ot_matches_brute_force(seed):
     assert sum(float(cost[i, perm[i]]) for i in range(6)) == pytest.approx(best, rel=1e-12)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_ot_equals_the_hungarian_algorithm_at_batch_size(ties):
+    from scipy.optimize import linear_sum_assignment
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g)
+    if ties:  # repeated points: many optimal plans, some not permutations
+        x0, x1 = x0.round(), x1[torch.arange(512) % 8]
+    cost = torch.cdist(x0.double(), x1.double()).pow(2).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    perm = ot_permutation(x0, x1)
+    assert sorted(perm.tolist()) == list(range(512))
+    assert cost[range(512), perm.numpy()].sum() == pytest.approx(cost[rows, cols].sum(), rel=1e-12)
+
+
 def test_sinkhorn_is_a_permutation_and_approaches_ot_at_small_reg():
     g = torch.Generator().manual_seed(0)
     x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)

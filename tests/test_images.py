@@ -284,6 +284,26 @@ def test_lpips_wiring_with_random_weights():
     assert a.grad is not None and a.grad.abs().sum() > 0
 
 
+def test_digits_distance_is_perceptual_and_differentiable():
+    from flowmaps.core.objectives import Context
+    from flowmaps.core.objectives.lmm import LMM
+    from flowmaps.core.perceptual import DigitsDistance
+    from flowmaps.data.images import load_digits
+
+    d = DigitsDistance()
+    x = load_digits()[0][:6].float()
+    assert d(x, x).abs().max() < 1e-6
+    shifted = torch.roll(x, 1, dims=-1)  # the same digits one pixel over: close in features, far in pixels
+    other = torch.roll(x, 3, dims=0)  # other digits
+    assert bool((d(x, shifted) < d(x, other)).float().mean() >= 0.5)
+    a = x.clone().requires_grad_(True)
+    d(a, other).sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    ctx = Context(interpolant("linear"), 1.0, (2,))
+    with pytest.raises(ValueError, match="compares images"):
+        LMM(LMM.Config(distance="digits"), ctx)
+
+
 # ----- command line -----------------------------------------------------------------------------------------
 
 

@@ -22,8 +22,15 @@ def _cost(x0: Tensor, x1: Tensor) -> np.ndarray:
 
 
 def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
-    """Exact minibatch OT: the permutation π minimizing ``Σ_i |x0_i - x1_π(i)|²`` (Hungarian algorithm)."""
-    _, cols = linear_sum_assignment(_cost(x0, x1))
+    """Exact minibatch OT: the permutation π minimizing ``Σ_i |x0_i - x1_π(i)|²``.
+
+    POT's network simplex returns an optimal vertex of the plans with uniform marginals, and those vertices are
+    permutations (Birkhoff–von Neumann); the Hungarian algorithm solves the rare plan that is not one."""
+    cost = _cost(x0, x1)
+    n = cost.shape[0]
+    cols = ot.emd(ot.unif(n), ot.unif(n), cost).argmax(1)
+    if len(np.unique(cols)) != n:
+        _, cols = linear_sum_assignment(cost)
     return torch.as_tensor(cols, device=x1.device)
 
 

@@ -76,3 +76,29 @@ class LPIPSDistance(nn.Module):
             a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
             b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
         return self.model(a, b).reshape(len(a))
+
+
+class DigitsDistance(nn.Module):
+    """A perceptual distance for 8×8 digits from the shipped digits classifier (``distance: digits``):
+    ``d(a, b) = Σ_l mean_{h,w} |φ̂_l(a) − φ̂_l(b)|²`` over its three convolution activations, φ̂ unit-normalized
+    over channels at each pixel (LPIPS's form, without learned heads). The digits' Fréchet distance reads the
+    same network's pooled last features, so this loss is not independent of that metric."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from .metrics.digits import load_classifier
+
+        self.net = load_classifier()
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if a.dim() != 4 or a.shape != b.shape:
+            raise ValueError(f"the digits distance compares two image batches of equal shape (B, C, H, W), got "
+                             f"{tuple(a.shape)} and {tuple(b.shape)}")
+        h = torch.cat([self.net.prepare(a), self.net.prepare(b)])
+        total = torch.zeros(len(a), device=a.device, dtype=h.dtype)
+        for layer in self.net.body:
+            h = layer(h)
+            if isinstance(layer, nn.SiLU):
+                f = F.normalize(h, dim=1)
+                total = total + (f[:len(a)] - f[len(a):]).pow(2).sum(1).mean(dim=(1, 2))
+        return total

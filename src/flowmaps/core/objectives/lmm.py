@@ -10,7 +10,8 @@ With pairs ``(z, x1 = Φ(z))`` from a teacher's deterministic sampler (``data.ki
   ``t(σ_i)`` of the few-step sampler, i in ``sot_steps`` of EDM's 18-step σ grid;
 - ``λ``: 1 (``uniform``) or EDM's ``(σ² + σ_d²)/(σ σ_d)²`` (``edm``; f is then EDM's denoiser of the pairs);
 - ``d``: ``l2`` (mean squared error), ``huber`` (pseudo-Huber ``sqrt(|a−b|² + c²) − c``, ``c = huber_c ·
-  sqrt(dim)``) or ``lpips`` (perceptual, images in [−1, 1], from ``flowmaps.core.perceptual``).
+  sqrt(dim)``), ``lpips`` (perceptual, images in [−1, 1], from ``flowmaps.core.perceptual``) or ``digits``
+  (perceptual, the shipped 8×8 digits classifier's activations, for the digits).
 
 Adversarial term (``adversarial: true``, after ``adv_start`` warm-up steps): a discriminator D on real data
 (the teacher's training data recorded in the pair store; ``real: x1`` uses the pairs' x1) against ``f(I_t, t)``,
@@ -80,7 +81,7 @@ class LMM(Objective):
         edm_steps: int = Field(18, ge=2)
         weight: Literal["uniform", "edm"] = "uniform"
         sigma_data: float = Field(0.5, gt=0, description="σ_d of the edm weight")
-        distance: Literal["l2", "huber", "lpips"] = "l2"
+        distance: Literal["l2", "huber", "lpips", "digits"] = "l2"
         huber_c: float = Field(0.00054, gt=0)
         lpips_weights: str | None = None
         lpips_net: Literal["vgg"] = "vgg"
@@ -108,11 +109,19 @@ class LMM(Objective):
 
     def __init__(self, opts, ctx) -> None:
         super().__init__(opts, ctx)
-        self._lpips: list[nn.Module] = []  # kept out of state_dict: frozen, loaded from its own file
+        self._perceptual: list[nn.Module] = []  # kept out of state_dict: frozen, loaded from its own file
         if opts.distance == "lpips":  # load it now, so a missing package or weights file fails before training
             from ..perceptual import LPIPSDistance
 
-            self._lpips.append(LPIPSDistance(opts.lpips_weights, net=opts.lpips_net).eval().requires_grad_(False))
+            self._perceptual.append(LPIPSDistance(opts.lpips_weights, net=opts.lpips_net))
+        elif opts.distance == "digits":
+            from ..perceptual import DigitsDistance
+
+            if len(ctx.shape) != 3:
+                raise ValueError(f"distance=digits compares images (C, H, W); the data has shape {ctx.shape}")
+            self._perceptual.append(DigitsDistance())
+        for net in self._perceptual:
+            net.eval().requires_grad_(False)
         self.disc = build_discriminator(ctx.shape, opts.disc) if opts.adversarial else None
         self._sot = None
         if opts.time == "sot":
@@ -146,8 +155,7 @@ class LMM(Objective):
             return per_sample_mse(a, b)
         if o.distance == "huber":
             return pseudo_huber(a, b, o.huber_c * a[0].numel() ** 0.5)
-        lp = self._lpips[0].to(a.device)
-        return lp(a, b)
+        return self._perceptual[0].to(a.device)(a, b)
 
     def real(self, batch: dict[str, Tensor]) -> Tensor:
         """Real samples for the discriminator: the teacher's data where the context draws them, else the pairs' x1."""
