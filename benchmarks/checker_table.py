@@ -64,7 +64,9 @@ def cached(path: Path, compute) -> list[dict]:
 
 def net(cfg) -> str:
     """``depth×width, max_freq, lr`` of a run's MLP and optimizer."""
-    return f"{cfg.model.depth}×{cfg.model.width}, {cfg.model.max_freq:g}, {cfg.train.lr:g}"
+    fourier = getattr(cfg.model, "fourier", 0)
+    return (f"{cfg.model.depth}×{cfg.model.width}, {cfg.model.max_freq:g}, {cfg.train.lr:g}"
+            + (f", {fourier} Fourier features" if fourier else ""))
 
 
 def fmt(v) -> str:
@@ -129,6 +131,7 @@ def render(result: dict, args, steps: list[int]) -> str:
                default=None)
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher} --steps {args.steps} "
            f"--batch {args.batch} --n {args.n} --runs {args.runs} --out {args.out}"
+           + (f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "")
            + (f" --set {' '.join(args.set)}" if args.set else ""))
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
             f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",

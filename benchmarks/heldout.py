@@ -89,7 +89,7 @@ def run_set(name: str, args) -> dict:
 
 
 def fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.3f}"
+    return "" if v is None else f"{v:.3g}"
 
 
 def render(result: dict, args) -> str:

@@ -67,6 +67,39 @@ def setup(method: str, args, teacher: Path) -> tuple[TrainState, dict]:
     return state, source.sample(args.batch)
 
 
+def lagrangian_pieces(state: TrainState, batch: dict) -> dict:
+    """The parts of a Lagrangian step on the model of ``state``, each a function of no argument: the plain forward
+    ``X_{s,t}(x)``, forward + backward, the JVP ``(X, ∂_t X)`` and JVP + backward through both."""
+    from flowmaps.core.objectives.mapbase import lagrangian
+
+    model, x = state.model, batch["x1"]
+    s, t = torch.rand(len(x)) * 0.5, 0.5 + torch.rand(len(x)) * 0.5
+
+    def fwd_bwd():
+        model(x, s, t).pow(2).mean().backward()
+
+    def jvp_bwd():
+        out, dt = lagrangian(model, x, s, t)
+        (dt.pow(2).mean() + out.pow(2).mean()).backward()
+
+    return {"forward (no grad)": torch.no_grad()(lambda: model(x, s, t)), "forward + backward": fwd_bwd,
+            "JVP (no grad)": torch.no_grad()(lambda: lagrangian(model, x, s, t)), "JVP + backward": jvp_bwd}
+
+
+def time_pieces(state: TrainState, batch: dict, rounds: int, k: int) -> list[dict]:
+    fns = lagrangian_pieces(state, batch)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(k):
+                f()
+            times[name].append((time.perf_counter() - t0) / k)
+    base = statistics.median(times["forward + backward"])
+    return [{"piece": name, "ms": 1e3 * statistics.median(v), "ratio_to_forward_backward":
+             statistics.median(v) / base} for name, v in times.items()]
+
+
 def run_steps(state: TrainState, batch: dict, k: int) -> float:
     t0 = time.perf_counter()
     for _ in range(k):
@@ -97,10 +130,12 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     for m in methods:  # warm-up (functorch set-up, allocator)
         run_steps(*pieces[m], 3)
+    pieces_of = pieces["lmd"] if "lmd" in pieces else pieces["fm"]
     times: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(args.rounds):
         for m in methods:
             times[m].append(run_steps(*pieces[m], args.steps))
+    parts = time_pieces(*pieces_of, args.rounds, args.steps)
     fm = statistics.median(times["fm"])
     rows = [{"method": m, "jvps": JVPS.get(m), "ms_per_step": 1e3 * statistics.median(times[m]),
              "ratio_to_fm": statistics.median(times[m]) / fm} for m in methods]
@@ -109,7 +144,7 @@ def main() -> None:
     meta = {"width": args.width, "depth": args.depth, "batch": args.batch, "rounds": args.rounds,
             "steps_per_round": args.steps, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine()}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "pieces": parts}, indent=1))
     cmd = "OMP_NUM_THREADS=1 python benchmarks/step_cost.py " + " ".join(
         f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch)))
     text = ("# Training-step cost per objective, relative to one flow-matching step\n\n"
@@ -121,7 +156,9 @@ def main() -> None:
             "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "
             "evaluations): `fm+teacher` is a "
             "flow-matching step plus that evaluation, so `lmd / (fm+teacher)` is LMD's JVP overhead.\n\n"
-            + markdown_table(rows))
+            + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
+            "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
+            "through both.\n\n" + markdown_table(parts))
     out.with_suffix(".md").write_text(text)
     print(text)
 
