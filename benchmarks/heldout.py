@@ -26,7 +26,7 @@ from pathlib import Path
 from flowmaps.app.evaluate import evaluate
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
-from flowmaps.run.config import parse_config, read_yaml
+from flowmaps.run.config import RESUMABLE, config_diff, load_config, parse_config, read_yaml
 from flowmaps.run.trainer import train
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -37,9 +37,10 @@ STUDENTS = {"lmd": "fm", "emd": "fm", "pfmm": "fm", "fmm": "fm", "lsd": "fm", "e
             "meanflow": "fm", "lmm": "edm", "lmm_adv": "edm", "rf2": "rf1"}
 PAIRS_FROM = {"lmm": ("edm", "edm", 18), "lmm_adv": ("edm", "edm", 18), "rf2": ("rf1", "adaptive", 1)}
 GRIDS = [[0], [0, 1], [0, 1, 3, 5]]
+PAIRS, ROOT = 150_000, "runs/heldout"  # pairs: as configs/checker_lmm.yaml advises
 
 
-def config(recipe: str, data: dict, root: Path, scale: float, pairs: int):
+def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overrides: list[str] = ()):
     tree = read_yaml((ROOT_DIR / "configs" / f"checker_{recipe}.yaml").read_text())
     tree["train"]["steps"] = max(1, round(tree["train"]["steps"] * scale))
     if tree["objective"].get("round_steps"):
@@ -54,7 +55,7 @@ def config(recipe: str, data: dict, root: Path, scale: float, pairs: int):
         tree["data"] = {"kind": "pairs", "path": str(store)}
     else:
         tree["data"] = data
-    return parse_config(tree)
+    return parse_config(tree, overrides if recipe in STUDENTS else ())
 
 
 def score(row: dict) -> float:
@@ -68,9 +69,14 @@ def run_set(name: str, args) -> dict:
     for recipe in [r for r in TEACHERS + list(STUDENTS) if r in needed]:  # teachers first
         run_dir = root / recipe
         cached = run_dir / f"heldout_eval_n{args.n}.json"
+        cfg = config(recipe, SETS[name], root, args.scale, args.pairs, args.set)
+        diff = config_diff(load_config(run_dir / "config.yaml"), cfg) if cached.is_file() else []
+        diff = [d for d in diff if not d.startswith(RESUMABLE)]
+        if diff:
+            raise SystemExit(f"{run_dir} was trained from another recipe than configs/checker_{recipe}.yaml now "
+                             f"gives with these options ({'; '.join(diff[:3])}); use another --root")
         if not cached.is_file():
             print(f"[heldout] {name}/{recipe}", flush=True)
-            cfg = config(recipe, SETS[name], root, args.scale, args.pairs)
             train(cfg, run_dir, resume=True, progress=False)
             run = load_run(run_dir)
             if recipe in TEACHERS:
@@ -95,7 +101,10 @@ def fmt(v: float | None) -> str:
 def render(result: dict, args) -> str:
     lines = ["# Every shipped recipe on held-out data", "",
              f"Command: `OMP_NUM_THREADS=1 python benchmarks/heldout.py --scale {args.scale:g} --sets "
-             f"{','.join(result['sets'])} --recipes {','.join(args.recipes)} --n {args.n}`", "",
+             f"{','.join(result['sets'])} --recipes {','.join(args.recipes)} --n {args.n}"
+             + (f" --pairs {args.pairs}" if args.pairs != PAIRS else "")
+             + (f" --root {args.root}" if args.root != ROOT else "")
+             + (f" --set {' '.join(args.set)}" if args.set else "") + "`", "",
              f"Each `configs/checker_<recipe>.yaml` with only its data replaced, training steps × {args.scale:g}; "
              f"{args.n} samples per score. Score: KL(target ‖ model) on the 50×50 grid (2-D), energy distance "
              "(GMM in 8 and 32 dimensions). Teachers: adaptive solve (NFE in brackets). Few-step models: N = 1 / "
@@ -132,8 +141,10 @@ def main() -> None:
                    help="recipes to run (a few-step recipe brings its teacher)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every recipe's training steps")
     p.add_argument("--n", type=int, default=64_000, help="samples per score")
-    p.add_argument("--pairs", type=int, default=50_000, help="teacher pairs per pair store")
-    p.add_argument("--root", default="runs/heldout")
+    p.add_argument("--pairs", type=int, default=PAIRS, help="teacher pairs per pair store")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for every few-step recipe's config (teachers as shipped); use its own --root")
+    p.add_argument("--root", default=ROOT)
     p.add_argument("--out", default="docs/benchmarks/heldout")
     args = p.parse_args()
     args.recipes = args.recipes.split(",")

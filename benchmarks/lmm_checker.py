@@ -63,7 +63,8 @@ PAIRS_OF = {RF2: (RF1, "adaptive", 1, "pairs_rf1")}  # a pair-trained run whose 
 
 # Table 1 at the paper's small scale: the EDM teacher and the lines matching models on the 128×3 MLP of the
 # baselines (checker_rf1/otcfm/botcfm), where the shipped recipes use the flow-matching teacher's network
-SMALL = ["model.width=128", "model.depth=3", "model.max_freq=1000", "train.lr=2e-3", "train.batch_size=512"]
+SMALL = ["model.width=128", "model.depth=3", "model.max_freq=1000", "model.fourier=0", "train.lr=2e-3",
+         "train.batch_size=512"]
 
 
 def recipes(steps: int) -> dict[str, tuple[str, list[str]]]:
@@ -75,7 +76,7 @@ def recipes(steps: int) -> dict[str, tuple[str, list[str]]]:
         "BOT-CFM B=64": ("checker_botcfm", ["train.batch_size=64"]),
         "BOT-CFM B=256": ("checker_botcfm", ["train.batch_size=256"]),
         RF2: ("checker_rf2", []),
-        "LMM": ("checker_lmm", SMALL),
+        "LMM": ("checker_lmm", SMALL + ["objective.time=karras"]),
         "LMM + adversarial": ("checker_lmm_adv", SMALL + [f"objective.adv_start={int(0.7 * steps)}"]),
         "LMM + SOT (idx 0,1)": ("checker_lmm", SMALL + ["objective.time=sot", "objective.sot_steps=[0,1]"]),
     }

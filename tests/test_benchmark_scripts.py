@@ -49,6 +49,10 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
          "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "heldout"))
     runs = json.loads((tmp_path / "heldout.json").read_text())["runs"]["gmm8d"]
     assert {"fm", "edm", "lmd", "lsd", "meanflow", "lmm", "rf2"} <= set(runs)
+    r = subprocess.run([sys.executable, "benchmarks/heldout.py", "--sets", "gmm8d", "--recipes", "lmd", "--scale",
+                        "0.0005", "--n", "300", "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "h2"),
+                        "--set", "objective.grid_frac=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "another recipe" in r.stderr  # a cached run of another recipe is never reused
     _run("benchmarks/lmm_ablation.py", "--scale", "0.002", "--teacher-scale", "0.002", "--seeds", "2", "--pairs",
          "256", "--n", "200", "--root", str(tmp_path / "ablation"), "--out", str(tmp_path / "ablation"))
     rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]

@@ -12,7 +12,7 @@ from flowmaps.core.objectives.mapbase import eulerian, eulerian_residual, jvp_ma
 from flowmaps.core.paths import bcast, interpolant
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
 from flowmaps.core.teachers import GaussianMixture
-from flowmaps.core.times import band_pairs, max_gap, sample_times
+from flowmaps.core.times import band_pairs, grid_pairs, max_gap, sample_times
 from flowmaps.data.sources import MixtureSource
 from flowmaps.errors import ConfigError
 from flowmaps.run.build import build_objective, load_run
@@ -164,6 +164,33 @@ def test_time_samplers():
     assert max_gap(500, 0.1, 100) == 1.0 and max_gap(7) == 1.0
     with pytest.raises(ValueError, match="eta"):
         sample_times(10, eta=1.5)
+
+
+def test_grid_pairs_lie_on_the_samplers_steps():
+    torch.manual_seed(0)
+    s, t = grid_pairs(240_000, [1, 2, 4])
+    starts, counts = torch.unique(s, return_counts=True)
+    assert starts.tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert torch.allclose(counts / 240_000., torch.tensor([7, 1, 3, 1]) / 12, atol=0.004)
+    assert bool((t > s).all()) and float(t.max()) <= 1
+    s, t = grid_pairs(100_000, [2])  # t uniform on (s, s + 1/2]
+    assert set(s.tolist()) == {0.0, 0.5} and float((t - s).max()) <= 0.5
+    assert abs(float((t - s).mean()) - 0.25) < 0.002 and abs(float((t - s).std()) - 0.5 / 12 ** 0.5) < 0.002
+    with pytest.raises(ValueError, match="grid steps"):
+        grid_pairs(10, [0, 2])
+
+
+def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_and_pfmm_refuses_it():
+    ctx = Context(interpolant("linear"), 1.0, (2,), teacher=lambda x, t, label=None: x)
+    LMD, PFMM = objective_class("lmd"), objective_class("pfmm")
+    lmd = LMD(LMD.Config(eta=0.25, grid_frac=0.4, grid_steps=[2]), ctx)
+    s, t, n_diag = lmd.draw_times(4000, 0, "cpu")
+    assert n_diag == 1000 and bool((s[:n_diag] == t[:n_diag]).all()) and bool((s <= t).all())
+    assert set(s[-1200:].tolist()) == {0.0, 0.5} and float((s[n_diag:-1200] == 0).float().mean()) < 0.01
+    with pytest.raises(ValueError, match="grid_frac"):
+        PFMM.Config(grid_frac=0.3)
+    with pytest.raises(ValueError, match="step counts"):
+        LMD.Config(grid_steps=[0])
 
 
 def test_flowmap_samples_on_any_grid_with_one_nfe_per_step():

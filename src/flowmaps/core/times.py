@@ -3,7 +3,8 @@
 Pairs are uniform on the triangle ``0 ≤ s ≤ t ≤ 1`` (or the square ``[0, 1]²``) restricted to the band
 ``|t − s| ≤ δ``; a fraction η of the batch sits on the diagonal ``s = t``. The largest gap δ may be annealed
 linearly from ``gap_start`` to 1 over ``anneal_steps`` training steps. Or both times are logit-normal, as
-MeanFlow trains. EDM's noise levels are ``ln σ ~ N(P_mean, P_std²)``.
+MeanFlow trains. A share of the pairs may start on the few-step samplers' grid points (:func:`grid_pairs`).
+EDM's noise levels are ``ln σ ~ N(P_mean, P_std²)``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def sample_times(n: int, eta: float = 0.0, delta: float = 1.0, square: bool = Fa
     diag = torch.rand(n_diag, device=device)
     s_off, t_off = band_pairs(n - n_diag, delta, square, device)
     return torch.cat([diag, s_off]), torch.cat([diag, t_off]), n_diag
+
+
+def grid_pairs(n: int, steps: list[int], device=None) -> tuple[Tensor, Tensor]:
+    """(s, t) on the steps of the uniform N-step samplers: N uniform on ``steps``, the step k uniform on
+    {0, …, N − 1}, ``s = k/N`` and t uniform on ``(s, s + 1/N]``. With steps (1, 2, 4) the starts 0, 1/4, 1/2, 3/4
+    have weights 7 : 1 : 3 : 1."""
+    if not steps or min(steps) < 1:
+        raise ValueError(f"grid steps must be positive step counts, got {steps}")
+    counts = torch.tensor(steps, dtype=torch.float32, device=device)[torch.randint(len(steps), (n,), device=device)]
+    s = torch.floor(torch.rand(n, device=device) * counts) / counts
+    return s, s + (1 - torch.rand(n, device=device)) / counts
 
 
 def logit_normal_times(n: int, eta: float = 0.0, mean: float = 0.0, std: float = 1.0, square: bool = False,

@@ -52,9 +52,9 @@ class PFMM(MapObjective):
 
         @model_validator(mode="after")
         def _own_range(self):
-            if self.square or self.anneal_steps:
-                raise ValueError("pfmm sets its own range of |t - s| on the triangle: leave square and "
-                                 "anneal_steps unset")
+            if self.square or self.anneal_steps or self.grid_frac or self.time != "uniform":
+                raise ValueError("pfmm sets its own range of |t - s| on the triangle: leave square, "
+                                 "anneal_steps, grid_frac and time unset")
             return self
 
     def __init__(self, opts, ctx) -> None:

@@ -1,5 +1,6 @@
 """What every flow-map objective shares: time derivatives of ``X_{s,t}`` by forward-mode JVP, the (s, t)
-sampler (uniform on the triangle's band, or logit-normal), the loss weights, and the split of the batch into the
+sampler (uniform on the triangle's band, or logit-normal; a share ``grid_frac`` on the steps ``[k/N, (k + 1)/N]``
+of the few-step samplers), the loss weights, and the split of the batch into the
 diagonal ``s = t`` and the off-diagonal part.
 
 Loss weights, on each sample's loss ``L`` (the mean square of its residual Δ over its D entries):
@@ -29,7 +30,7 @@ from torch.func import jvp
 
 from ..models import sinusoidal
 from ..nets.attention import written_out
-from ..times import logit_normal_times, max_gap, sample_times
+from ..times import grid_pairs, logit_normal_times, max_gap, sample_times
 from . import Loss, Objective, Options, per_sample_mse
 
 
@@ -121,11 +122,18 @@ class MapOptions(Options):
                                                      "or both times logit-normal")
     time_mean: float = Field(0.4, description="logit-normal times: mean of the normal (t = 1 is data)")
     time_std: float = Field(1.0, gt=0, description="logit-normal times: standard deviation of the normal")
+    grid_frac: float = Field(0.0, ge=0, le=1, description="share of the off-diagonal batch on the steps of the "
+                             "N-step samplers, N in grid_steps: s = k/N, t in (s, s + 1/N] (the 1-step map X_{0,1} "
+                             "is then trained on its own slice s = 0)")
+    grid_steps: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1,
+                                  description="grid_frac: the samplers' step counts N")
 
     @model_validator(mode="after")
     def _weights_and_times(self):
         if self.adaptive_p and self.learned_weight:
             raise ValueError("adaptive_p and learned_weight are two loss weights; choose one")
+        if min(self.grid_steps) < 1:
+            raise ValueError(f"grid_steps are step counts N ≥ 1, got {self.grid_steps}")
         if self.time == "logit_normal" and (self.anneal_steps or self.gap_start != 1.0):
             raise ValueError("time=logit_normal draws (s, t) over the whole triangle: leave gap_start and "
                              "anneal_steps unset")
@@ -148,12 +156,17 @@ class MapObjective(Objective):
 
     def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
         """``(s, t, n_diag)``: :func:`flowmaps.core.times.sample_times` with the annealed largest gap, or
-        :func:`~flowmaps.core.times.logit_normal_times`, mapped affinely onto the teacher's range ``[t0, 1]``."""
+        :func:`~flowmaps.core.times.logit_normal_times`, the last ``grid_frac`` of the off-diagonal pairs from
+        :func:`~flowmaps.core.times.grid_pairs`, all mapped affinely onto the teacher's range ``[t0, 1]``."""
         o, t0 = self.opts, self.ctx.t0
         if o.time == "logit_normal":
             s, t, n_diag = logit_normal_times(n, o.eta, o.time_mean, o.time_std, o.square, device)
         else:
             s, t, n_diag = sample_times(n, o.eta, max_gap(step, o.gap_start, o.anneal_steps), o.square, device)
+        n_grid = math.floor(o.grid_frac * (n - n_diag) + 0.5)
+        if n_grid:
+            s_grid, t_grid = grid_pairs(n_grid, o.grid_steps, device)
+            s, t = torch.cat([s[: n - n_grid], s_grid]), torch.cat([t[: n - n_grid], t_grid])
         return (s, t, n_diag) if not t0 else (t0 + (1 - t0) * s, t0 + (1 - t0) * t, n_diag)
 
     def draw(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
