@@ -3,7 +3,7 @@
 Pairs are uniform on the triangle ``0 ≤ s ≤ t ≤ 1`` (or the square ``[0, 1]²``) restricted to the band
 ``|t − s| ≤ δ``; a fraction η of the batch sits on the diagonal ``s = t``. The largest gap δ may be annealed
 linearly from ``gap_start`` to 1 over ``anneal_steps`` training steps. Or both times are logit-normal, as
-MeanFlow trains. A share of the pairs may start on the few-step samplers' grid points (:func:`grid_pairs`).
+MeanFlow trains. A share of the pairs may lie on the steps of the few-step samplers (:func:`grid_pairs`).
 EDM's noise levels are ``ln σ ~ N(P_mean, P_std²)``.
 """
 
