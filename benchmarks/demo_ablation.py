@@ -6,7 +6,9 @@ Rows (``flowmaps.app.demo``'s recipes with overrides; single training runs):
 - LMD: the earlier recipe (2,600 steps, (s, t) uniform on the triangle); + 30 % of the times starting on the 1-,
   2- and 4-step samplers' grid points (``objective.grid_frac=0.3``); + 3,000 steps (the demo's);
 - LMM: the earlier recipe (3,000 steps, karras σ, 50,000 pairs); + sampling-optimized training on the samplers'
-  levels (``objective.time=sot``, EDM σ indices 0, 1, 3, 5); on 150,000 pairs; + 3,300 steps (the demo's).
+  levels (``objective.time=sot``, EDM σ indices 0, 1, 3, 5); on 150,000 pairs; + 3,300 steps (the demo's); and
+  the demo's LMM on pairs from the teacher's adaptive solve instead of EDM Heun at 35 NFE (the 2-D recipe's
+  pairs; at the demo's 3,300 steps they do not help N = 1, so the demo keeps EDM Heun).
 
     flowmaps demo --out runs/demo          # the teacher (or: bash scripts/demo.sh)
     OMP_NUM_THREADS=1 python benchmarks/demo_ablation.py --demo runs/demo   # writes docs/benchmarks/demo_ablation.*
@@ -32,15 +34,16 @@ from flowmaps.run.trainer import train
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 SOT = ["objective.time=sot", "objective.sot_steps=[0, 1, 3, 5]"]
-ROWS = {  # run name: (stage, row, pairs, overrides of the demo's recipe)
-    "lmd_earlier": ("lmd", "earlier recipe (2,600 steps)", 0, ["objective.grid_frac=0", "train.steps=2600"]),
-    "lmd_grid": ("lmd", "+ grid_frac 0.3", 0, ["train.steps=2600"]),
-    "lmd_demo": ("lmd", "+ 3,000 steps (the demo)", 0, []),
-    "lmm_earlier": ("lmm", "earlier recipe (karras σ, 50,000 pairs, 3,000 steps)", 50_000,
-                    ["objective.time=karras", "train.steps=3000"]),
-    "lmm_sot": ("lmm", "+ SOT", 50_000, ["train.steps=3000"]),
-    "lmm_sot_150k": ("lmm", "+ 150,000 pairs", 150_000, ["train.steps=3000"]),
-    "lmm_demo": ("lmm", "+ 3,300 steps (the demo)", 150_000, []),
+ROWS = {  # run name: (stage, row, pairs, overrides of the demo's recipe, the pairs' solver)
+    "lmd_earlier": ("lmd", "earlier recipe (2,600 steps)", 0, ["objective.grid_frac=0", "train.steps=2600"], ""),
+    "lmd_grid": ("lmd", "+ grid_frac 0.3", 0, ["train.steps=2600"], ""),
+    "lmd_demo": ("lmd", "+ 3,000 steps (the demo)", 0, [], ""),
+    "lmm_earlier": ("lmm", "earlier recipe (karras σ, 50,000 EDM-Heun pairs, 3,000 steps)", 50_000,
+                    ["objective.time=karras", "train.steps=3000"], "edm"),
+    "lmm_sot": ("lmm", "+ SOT", 50_000, ["train.steps=3000"], "edm"),
+    "lmm_sot_150k": ("lmm", "+ 150,000 pairs", 150_000, ["train.steps=3000"], "edm"),
+    "lmm_demo": ("lmm", "+ 3,300 steps (the demo)", 150_000, [], "edm"),
+    "lmm_adaptive": ("lmm", "pairs from the adaptive solve (not the demo's)", 150_000, [], "adaptive"),
 }
 
 
@@ -62,14 +65,14 @@ def main() -> None:
     rows = [{"model": "teacher", "recipe": "adaptive solve", "nfe": full.nfe,
              "kl": measure(full.x, target, teacher.source.bounds, w2=False)["kl"]}]
     for name in args.rows.split(","):
-        stage, label, n_pairs, overrides = ROWS[name]
+        stage, label, n_pairs, overrides, solver = ROWS[name]
         if args.smoke:
             n_pairs, overrides = n_pairs // 75, overrides + D.FAST
         if stage == "lmd":
             tree = {**D.LMD, "teacher": {"kind": "run", "path": str(teacher_dir)}}
         else:
-            pairs = root / f"pairs_{n_pairs}"
-            generate_pairs(pair_teacher(teacher_dir, "edm", 18), n_pairs, pairs, shard_size=8192, progress=False)
+            pairs = root / ("pairs_" + ("" if solver == "edm" else f"{solver}_") + str(n_pairs))
+            generate_pairs(pair_teacher(teacher_dir, solver, 18), n_pairs, pairs, shard_size=8192, progress=False)
             tree = {**D.LMM, "data": {"kind": "pairs", "path": str(pairs)}}
         cfg = parse_config(copy.deepcopy(tree), overrides)
         run = load_run(train(cfg, root / name, resume=True, progress=False))

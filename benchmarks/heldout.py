@@ -1,5 +1,6 @@
 """Every shipped 2-D recipe on data it was not tuned on: each ``configs/checker_<recipe>.yaml`` with only its
-``data`` section replaced (the pair stores and the teacher path follow the data), on thin curves, rings, spirals,
+``data`` section replaced (the pair stores and the teacher path follow the data; pairs come from the teacher's
+adaptive solve, as ``configs/checker_lmm.yaml`` advises), on thin curves, rings, spirals,
 clusters of very different scales and weights, and Gaussian mixtures in 8 and 32 dimensions with exact maps.
 
 Per data set: each velocity teacher (flow matching, EDM, 1-RF, OT-CFM, BOT-CFM) solved adaptively; each
@@ -35,7 +36,7 @@ SETS |= {f"gmm{d}d": {"kind": "gmm", "dim": d, "components": 16, "std": 0.1, "ra
 TEACHERS = ["fm", "edm", "rf1", "otcfm", "botcfm"]
 STUDENTS = {"lmd": "fm", "emd": "fm", "pfmm": "fm", "fmm": "fm", "lsd": "fm", "esd": "fm", "psdm": "fm", "psdu": "fm",
             "meanflow": "fm", "lmm": "edm", "lmm_adv": "edm", "rf2": "rf1"}
-PAIRS_FROM = {"lmm": ("edm", "edm", 18), "lmm_adv": ("edm", "edm", 18), "rf2": ("rf1", "adaptive", 1)}
+PAIRS_FROM = {"lmm": ("edm", "adaptive", 1), "lmm_adv": ("edm", "adaptive", 1), "rf2": ("rf1", "adaptive", 1)}
 GRIDS = [[0], [0, 1], [0, 1, 3, 5]]
 PAIRS, ROOT = 150_000, "runs/heldout"  # pairs: as configs/checker_lmm.yaml advises
 
@@ -49,7 +50,7 @@ def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overri
         tree["teacher"]["path"] = str(root / "fm")
     if recipe in PAIRS_FROM:
         source, solver, steps = PAIRS_FROM[recipe]
-        store = root / f"pairs_{source}"
+        store = root / f"pairs_{source}_{solver}"
         generate_pairs(pair_teacher(root / source, solver, steps), pairs, store, seed=0, shard_size=8192,
                        progress=False)
         tree["data"] = {"kind": "pairs", "path": str(store)}
