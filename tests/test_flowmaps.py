@@ -189,6 +189,8 @@ def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_and_pfmm_refuses_it
     assert set(s[-1200:].tolist()) == {0.0, 0.5} and float((s[n_diag:-1200] == 0).float().mean()) < 0.01
     with pytest.raises(ValueError, match="grid_frac"):
         PFMM.Config(grid_frac=0.3)
+    with pytest.raises(ValueError, match="gap_start and anneal_steps"):  # an annealed gap the grid would ignore
+        LMD.Config(grid_frac=0.3, anneal_steps=100)
     with pytest.raises(ValueError, match="step counts"):
         LMD.Config(grid_steps=[0])
 

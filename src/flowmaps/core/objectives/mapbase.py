@@ -134,6 +134,9 @@ class MapOptions(Options):
             raise ValueError("adaptive_p and learned_weight are two loss weights; choose one")
         if min(self.grid_steps) < 1:
             raise ValueError(f"grid_steps are step counts N ≥ 1, got {self.grid_steps}")
+        if self.grid_frac and (self.anneal_steps or self.gap_start != 1.0):
+            raise ValueError("grid_frac draws whole sampler steps, gaps up to 1 from the first step: leave "
+                             "gap_start and anneal_steps unset")
         if self.time == "logit_normal" and (self.anneal_steps or self.gap_start != 1.0):
             raise ValueError("time=logit_normal draws (s, t) over the whole triangle: leave gap_start and "
                              "anneal_steps unset")
