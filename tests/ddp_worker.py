@@ -28,7 +28,9 @@ def _fit_then_save(state, *args):
 training.fit = _fit_then_save
 
 if __name__ == "__main__":
+    done = False
     try:
         training.train(load_config(sys.argv[1], sys.argv[4:]), sys.argv[2], progress=False)
+        done = True
     finally:
-        distributed.close()  # as the CLI does: a group left to the interpreter's teardown can abort the process
+        distributed.close(wait=done)  # as the CLI does: a group left to the interpreter's teardown can abort

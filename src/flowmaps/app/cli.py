@@ -509,8 +509,10 @@ def quiet_waits() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_waits()
     args = build_parser().parse_args(argv)
+    done = False
     try:
         args.func(args)
+        done = True
     except FlowmapsError as err:
         print(f"flowmaps: error: {err}", file=sys.stderr)
         return err.status
@@ -529,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         distributed = sys.modules.get(f"{__package__.rsplit('.', 1)[0]}.core.distributed")
         if distributed is not None:  # loaded only by commands that use it
-            distributed.close()
+            distributed.close(wait=done)
     return 0
 
 

@@ -8,7 +8,9 @@ generation splits the store's shards over the ranks. One process is the default 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -33,11 +35,17 @@ def init(device: str) -> None:
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
-def close() -> None:
+def close(wait: bool = False) -> None:
     """Leave the process group, if any, before the interpreter exits: a group left to the interpreter's teardown
-    can abort the process (its communication threads outlive Python), turning a clean error exit into SIGABRT."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    can abort the process (its communication threads outlive Python), turning a clean error exit into SIGABRT.
+    ``wait`` (a clean exit): on gloo every rank first waits for the others, at most a minute, so that none tears
+    down its connections while a peer still uses them (that, too, aborted a rank now and then)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait and dist.get_backend() == "gloo":
+        with contextlib.suppress(RuntimeError):  # a peer that is gone or late: leave anyway, its exit says why
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+    dist.destroy_process_group()
 
 
 def average(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
