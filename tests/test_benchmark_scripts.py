@@ -49,6 +49,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
          "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "heldout"))
     runs = json.loads((tmp_path / "heldout.json").read_text())["runs"]["gmm8d"]
     assert {"fm", "edm", "lmd", "lsd", "meanflow", "lmm", "rf2"} <= set(runs)
+    _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
+         "--splits", "0.5", "--steps", "1,2", "--out", str(tmp_path / "segments"))
+    rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
+    assert [r["sampler"] for r in rows[:3]] == ["teacher, adaptive solve", "map, N = 1", "map, N = 2"]
+    assert len(rows) == 6 and all(r["score"] >= 0 for r in rows)
     r = subprocess.run([sys.executable, "benchmarks/heldout.py", "--sets", "gmm8d", "--recipes", "lmd", "--scale",
                         "0.0005", "--n", "300", "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "h2"),
                         "--set", "objective.grid_frac=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
