@@ -118,6 +118,15 @@ def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
     assert exact["off"] < 1e-9 and wrong["off"] > 1e-5, (exact, wrong)
 
 
+@pytest.mark.parametrize("method", ["lmd", "emd"])
+def test_trajectory_term_vanishes_at_the_exact_map_only(method):
+    """The teacher's RK4 states at the samplers' steps are the exact map's images, up to RK4's error."""
+    obj = gauss_objective(method, traj_frac=0.5, traj_substeps=2)
+    batch = {"x1": GAUSS.sample(1024).float()}
+    exact, wrong = (obj.loss(ExactMap(eps), batch, 0).logs["traj"] for eps in (0.0, 0.1))
+    assert exact < 1e-7 and wrong > 5e-3, (exact, wrong)
+
+
 def test_pfmm_target_is_exact_when_its_frozen_copy_is():
     obj = gauss_objective("pfmm", rounds=2, round_steps=10)
     batch = {"x1": GAUSS.sample(2048)}

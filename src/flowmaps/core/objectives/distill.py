@@ -7,17 +7,46 @@
 
 Times: (s, t) uniform on the triangle s ≤ t (``square: true`` for backward maps too), a fraction ``eta`` on the
 diagonal, where both losses reduce to flow matching on the teacher, ``|v(x, s, s) − b_s(x)|²``.
+
+Trajectory term (``traj_frac`` of the batch): fresh noise is carried through the teacher's ODE by RK4
+(``traj_substeps`` steps per step of the finest sampler in ``grid_steps``) and the map regresses onto the solve's
+own states on every step ``[s, t] = [k/N, (k + 1)/N]`` of the N-step samplers, N in ``grid_steps``:
+``|(X_{s,t}(x_s) − x_t) / (t − s)|²``, a mean-velocity residual in the units of the loss above. It gives the
+long jumps their endpoint directly instead of through the integral of ``∂_t X``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import math
 
-from .mapbase import MapObjective, MapOptions, eulerian_loss, lagrangian_loss
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..sampling import steps as ode_steps
+from ..sampling import uniform_grid
+from . import Loss, per_sample_mse
+from .mapbase import MapObjective, MapOptions, eulerian_loss, lagrangian_loss, take
+
+
+class DistillOptions(MapOptions):
+    traj_frac: float = Field(0.0, ge=0, lt=1, description="share of the batch regressed onto the teacher's own "
+                             "trajectories at the samplers' steps (RK4 solves of the teacher)")
+    traj_substeps: int = Field(4, ge=1, description="trajectory term: RK4 steps of the teacher per step of the "
+                               "finest sampler in grid_steps")
+
+
+@torch.no_grad()
+def teacher_states(b, z: Tensor, label: Tensor | None, grid: Tensor, every: int) -> Tensor:
+    """The RK4 solve of ``dx/dt = b(x, t)`` from ``z`` over ``grid``, its states at every ``every``-th grid point:
+    shape (len(grid) // every + 1, *z.shape)."""
+    states = [x for i, (x, _) in enumerate(ode_steps(lambda x, t: b(x, t, label), z, grid, "rk4")) if i % every == 0]
+    return torch.stack(states)
 
 
 class _Distill(MapObjective):
     needs_teacher = True
+    Config = DistillOptions
 
     def __init__(self, opts, ctx) -> None:
         super().__init__(opts, ctx)
@@ -25,9 +54,38 @@ class _Distill(MapObjective):
             raise ValueError(f"{type(self).__name__} distills a velocity teacher; the context has none")
 
     def loss(self, model, batch, step):
-        x0, x1, label, s, t, n_diag = self.draw(batch, step)
+        n = batch["x1"].shape[0]
+        n_traj = min(math.floor(self.opts.traj_frac * n + 0.5), n - 1)  # at least one sample for the map loss
+        head = {k: v[: n - n_traj] for k, v in batch.items()}
+        x0, x1, label, s, t, n_diag = self.draw(head, step)
         xs = self.ctx.interp(x0, x1, s)
-        return self.combine(self.residual(model, xs, s, t, label), s, t, n_diag)
+        out = self.combine(self.residual(model, xs, s, t, label), s, t, n_diag)
+        if not n_traj:
+            return out
+        traj = self.trajectory_loss(model, batch["x1"][n - n_traj:], take(batch.get("label"), slice(n - n_traj, n)))
+        out.logs["traj"] = float(traj.detach())
+        return Loss(out.value + traj, out.logs, out.aux)
+
+    def trajectory_loss(self, model, like: Tensor, label: Tensor | None) -> Tensor:
+        """``|(X_{s,t}(x_s) − x_t)/(t − s)|²`` on fresh teacher trajectories, averaged over the steps
+        ``[k/N, (k + 1)/N]`` of each N-step sampler and then over N in ``grid_steps``."""
+        o, t0 = self.opts, self.ctx.t0
+        finest = math.lcm(*o.grid_steps)
+        grid = uniform_grid(finest * o.traj_substeps, t0).to(like.device)
+        z = self.ctx.sigma0 * torch.randn_like(like)
+        if t0:
+            z = self.ctx.interp.alpha(torch.tensor(t0, dtype=torch.float64)).to(z.dtype) * z
+        states = teacher_states(self.ctx.teacher, z, label, grid, o.traj_substeps)  # at k / finest
+        times = grid[:: o.traj_substeps].to(like.dtype)
+        total = like.new_zeros(())
+        for n in o.grid_steps:
+            k = torch.arange(n + 1) * (finest // n)
+            x_s, x_t = states[k[:-1]].flatten(0, 1), states[k[1:]].flatten(0, 1)  # (n · m, …), step-major
+            s, t = (times[k[:-1]].repeat_interleave(like.shape[0]), times[k[1:]].repeat_interleave(like.shape[0]))
+            lab = None if label is None else label.repeat(n)
+            gap = (t - s).view(-1, *[1] * (like.dim() - 1))
+            total = total + per_sample_mse((model(x_s, s, t, lab) - x_t) / gap, torch.zeros_like(x_t)).mean()
+        return total / len(o.grid_steps)
 
 
 class LMD(_Distill):
@@ -40,7 +98,7 @@ class LMD(_Distill):
 class EMD(_Distill):
     """Eulerian map distillation."""
 
-    class Config(MapOptions):
+    class Config(DistillOptions):
         stopgrad: bool = Field(False, description="stop the gradient of ∇X · b (costs a second JVP)")
 
     def residual(self, model, x, s, t, label):
