@@ -39,7 +39,7 @@ class DistillOptions(MapOptions):
 @torch.no_grad()
 def teacher_states(b, z: Tensor, label: Tensor | None, grid: Tensor, every: int) -> Tensor:
     """The RK4 solve of ``dx/dt = b(x, t)`` from ``z`` over ``grid``, its states at every ``every``-th grid point:
-    shape (len(grid) // every + 1, *z.shape)."""
+    shape ((len(grid) − 1) // every + 1, *z.shape)."""
     states = [x for i, (x, _) in enumerate(ode_steps(lambda x, t: b(x, t, label), z, grid, "rk4")) if i % every == 0]
     return torch.stack(states)
 
@@ -77,15 +77,17 @@ class _Distill(MapObjective):
             z = self.ctx.interp.alpha(torch.tensor(t0, dtype=torch.float64)).to(z.dtype) * z
         states = teacher_states(self.ctx.teacher, z, label, grid, o.traj_substeps)  # at k / finest
         times = grid[:: o.traj_substeps].to(like.dtype)
-        total = like.new_zeros(())
-        for n in o.grid_steps:
-            k = torch.arange(n + 1) * (finest // n)
-            x_s, x_t = states[k[:-1]].flatten(0, 1), states[k[1:]].flatten(0, 1)  # (n · m, …), step-major
-            s, t = (times[k[:-1]].repeat_interleave(like.shape[0]), times[k[1:]].repeat_interleave(like.shape[0]))
-            lab = None if label is None else label.repeat(n)
-            gap = (t - s).view(-1, *[1] * (like.dim() - 1))
-            total = total + per_sample_mse((model(x_s, s, t, lab) - x_t) / gap, torch.zeros_like(x_t)).mean()
-        return total / len(o.grid_steps)
+        # every sampler step (i, j) on the finest grid, weighted 1/N within N and 1/|grid_steps| over N: one forward
+        steps = [(k * (finest // n), (k + 1) * (finest // n), 1 / (n * len(o.grid_steps)))
+                 for n in o.grid_steps for k in range(n)]
+        i, j, w = (torch.tensor(c, device=like.device) for c in zip(*steps))
+        m = like.shape[0]
+        x_s, x_t = states[i].flatten(0, 1), states[j].flatten(0, 1)  # step-major: row = step · m + sample
+        s, t = times[i].repeat_interleave(m), times[j].repeat_interleave(m)
+        lab = None if label is None else label.repeat(len(steps))
+        gap = (t - s).view(-1, *[1] * (like.dim() - 1))
+        per = per_sample_mse((model(x_s, s, t, lab) - x_t) / gap, torch.zeros_like(x_t)).view(len(steps), m)
+        return (w.to(per.dtype) * per.mean(1)).sum()
 
 
 class LMD(_Distill):
