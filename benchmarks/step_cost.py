@@ -30,7 +30,7 @@ from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
 METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
-JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 2, "psdm": 0, "psdu": 0,
+JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 1, "psdm": 0, "psdu": 0,
         "meanflow": 1}
 
 

@@ -4,7 +4,9 @@ A fraction ``eta`` (0.75) of each batch trains the diagonal by flow matching, ``
 on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-diagonal map (sg = stop-gradient):
 
 - **LSD**: ``|∂_t X_{s,t}(I_s) − sg(v(sg X_{s,t}(I_s), t, t))|²`` (one JVP, tangent (0, 0, 1));
-- **ESD**: ``|∂_s X_{s,t}(I_s) + sg(∇X_{s,t}(I_s) · v(I_s, s, s))|²`` (``stopgrad: false``: one augmented JVP);
+- **ESD**: ``|∂_s X_{s,t}(I_s) + ∇X_{s,t}(I_s) · sg(v(I_s, s, s))|²``, one augmented JVP with gradients through
+  both terms (``stopgrad: true``: the paper's ``sg(∇X · v)``, a second JVP; a bootstrapped target that diverged
+  on held-out rings at LSD's learning rate, where the full residual, a true loss, stayed finite);
 - **PSD**: ``|v(I_s, s, t) − sg((1 − γ) v(I_s, s, u) + γ v(X_{s,u}(I_s), u, t))|²``, ``u = γ s + (1 − γ) t``, with
   γ = 1/2 (**PSD-M**, midpoint) or γ ~ U[0, 1] (**PSD-U**); no derivative at all.
 
@@ -61,7 +63,7 @@ class ESD(_SelfDistill):
     """Eulerian self-distillation."""
 
     class Config(SelfDistillOptions):
-        stopgrad: bool = Field(True, description="stop the gradient of ∇X · v (false: one augmented JVP)")
+        stopgrad: bool = Field(False, description="stop the gradient of ∇X · v (the paper's form; a second JVP)")
 
     def off_diagonal(self, model, x, s, t, label):
         return eulerian_loss(model, x, s, t, diagonal(model), self.opts.stopgrad, label)
