@@ -29,9 +29,9 @@ from flowmaps.data import build_source
 from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
-METHODS = ["fm", "fm+teacher", "lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
-JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 1, "psdm": 0, "psdu": 0,
-        "meanflow": 1}
+METHODS = ["fm", "fm+teacher", "lmd", "lmd+traj", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
+JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "lmd+traj": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1, "esd": 1,
+        "psdm": 0, "psdu": 0, "meanflow": 1}
 
 
 class FMPlusTeacher(FM):
@@ -47,18 +47,21 @@ class FMPlusTeacher(FM):
 
 
 register("fm+teacher", FMPlusTeacher)
+# rows that are a method with options: LMD with the trajectory term of its recipe (configs/checker_lmd.yaml)
+VARIANTS = {"lmd+traj": ("lmd", {"traj_frac": 0.125, "traj_substeps": 2})}
 
 
 def tree(method: str, args) -> dict:
+    method, options = VARIANTS.get(method, (method, {}))
     return {"seed": 0, "data": {"kind": "toy", "name": "checker"},
             "model": {"net": "mlp", "width": args.width, "depth": args.depth, "max_freq": 1.0},
-            "objective": {"method": method},
+            "objective": {"method": method, **options},
             "train": {"steps": 1, "batch_size": args.batch, "lr": 1e-4, "optimizer": "radam"}}
 
 
 def setup(method: str, args, teacher: Path) -> tuple[TrainState, dict]:
     t = tree(method, args)
-    if objective_class(method).needs_teacher:
+    if objective_class(VARIANTS.get(method, (method,))[0]).needs_teacher:
         t["teacher"] = {"kind": "run", "path": str(teacher)}
     cfg = parse_config(t)
     source = build_source(cfg.data)
@@ -155,7 +158,9 @@ def main() -> None:
             f"{meta['threads']} thread(s), torch {meta['torch']}, CPU. `jvps`: forward-mode JVPs per step. "
             "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "
             "evaluations): `fm+teacher` is a "
-            "flow-matching step plus that evaluation, so `lmd / (fm+teacher)` is LMD's JVP overhead.\n\n"
+            "flow-matching step plus that evaluation, so `lmd / (fm+teacher)` is LMD's JVP overhead. `lmd+traj`: LMD "
+            "with its recipe's trajectory term (an eighth of the batch on RK4 solves of the teacher, "
+            "`traj_frac: 0.125, traj_substeps: 2`).\n\n"
             + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
             "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
             "through both.\n\n" + markdown_table(parts))
