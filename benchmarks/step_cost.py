@@ -26,7 +26,7 @@ from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.objectives import objective_class, register
 from flowmaps.core.objectives.fm import FM
 from flowmaps.data import build_source
-from flowmaps.run.config import parse_config
+from flowmaps.run.config import parse_config, read_yaml
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
 METHODS = ["fm", "fm+teacher", "lmd", "lmd+traj", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
@@ -47,8 +47,9 @@ class FMPlusTeacher(FM):
 
 
 register("fm+teacher", FMPlusTeacher)
-# rows that are a method with options: LMD with the trajectory term of its recipe (configs/checker_lmd.yaml)
-VARIANTS = {"lmd+traj": ("lmd", {"traj_frac": 0.125, "traj_substeps": 2})}
+# rows that are a method with options: LMD with the trajectory term of its recipe, read from the recipe itself
+_LMD = read_yaml((Path(__file__).parents[1] / "configs" / "checker_lmd.yaml").read_text())["objective"]
+VARIANTS = {"lmd+traj": ("lmd", {k: v for k, v in _LMD.items() if k.startswith("traj_")})}
 
 
 def tree(method: str, args) -> dict:
@@ -61,7 +62,7 @@ def tree(method: str, args) -> dict:
 
 def setup(method: str, args, teacher: Path) -> tuple[TrainState, dict]:
     t = tree(method, args)
-    if objective_class(VARIANTS.get(method, (method,))[0]).needs_teacher:
+    if objective_class(t["objective"]["method"]).needs_teacher:
         t["teacher"] = {"kind": "run", "path": str(teacher)}
     cfg = parse_config(t)
     source = build_source(cfg.data)
@@ -159,8 +160,8 @@ def main() -> None:
             "LMD and EMD also evaluate a teacher network of the same size once per step (PFMM: two frozen-network "
             "evaluations): `fm+teacher` is a "
             "flow-matching step plus that evaluation, so `lmd / (fm+teacher)` is LMD's JVP overhead. `lmd+traj`: LMD "
-            "with its recipe's trajectory term (an eighth of the batch on RK4 solves of the teacher, "
-            "`traj_frac: 0.125, traj_substeps: 2`).\n\n"
+            "with its recipe's trajectory term (configs/checker_lmd.yaml: "
+            + ", ".join(f"`{k}: {v}`" for k, v in VARIANTS["lmd+traj"][1].items()) + ").\n\n"
             + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
             "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
             "through both.\n\n" + markdown_table(parts))
