@@ -8,7 +8,8 @@ few-step model at N = 1, 2, 4 (lines matching on EDM's σ grids). The score is K
 grid in 2-D and the energy distance in more dimensions. Two checks, as the project's targets: every teacher
 within 2× of the best teacher on the set, every few-step model at N = 2 within 1.5× of its teacher (the
 distillations' and the teacher-free maps': the flow-matching teacher; lines matching: the EDM teacher; 2-RF:
-1-RF). ``--scale`` multiplies every recipe's training steps (1: the recipes as shipped).
+1-RF). ``--scale`` multiplies every recipe's training steps, PFMM's round length and LMD's trajectory bank (1: the
+recipes as shipped).
 
     OMP_NUM_THREADS=1 python benchmarks/heldout.py --scale 0.25 --sets rings,wave,clusters --root runs/heldout
 
@@ -44,8 +45,9 @@ PAIRS, ROOT = 150_000, "runs/heldout"  # pairs: as configs/checker_lmm.yaml advi
 def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overrides: list[str] = ()):
     tree = read_yaml((ROOT_DIR / "configs" / f"checker_{recipe}.yaml").read_text())
     tree["train"]["steps"] = max(1, round(tree["train"]["steps"] * scale))
-    if tree["objective"].get("round_steps"):
-        tree["objective"]["round_steps"] = max(1, round(tree["objective"]["round_steps"] * scale))
+    for budget in ("round_steps", "traj_bank"):  # the rounds and the trajectory bank scale with the steps
+        if tree["objective"].get(budget):
+            tree["objective"][budget] = max(1, round(tree["objective"][budget] * scale))
     if "teacher" in tree:
         tree["teacher"]["path"] = str(root / "fm")
     if recipe in PAIRS_FROM:

@@ -8,6 +8,7 @@ from flowmaps.core.metrics import wasserstein2
 from flowmaps.core.models import FlowMap
 from flowmaps.core.nets.mlp import MLP
 from flowmaps.core.objectives import Context, objective_class
+from flowmaps.core.objectives.distill import BANK_STREAM
 from flowmaps.core.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
 from flowmaps.core.paths import bcast, interpolant
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
@@ -118,13 +119,38 @@ def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
     assert exact["off"] < 1e-9 and wrong["off"] > 1e-5, (exact, wrong)
 
 
-@pytest.mark.parametrize("method", ["lmd", "emd"])
-def test_trajectory_term_vanishes_at_the_exact_map_only(method):
-    """The teacher's RK4 states at the samplers' steps are the exact map's images, up to RK4's error."""
-    obj = gauss_objective(method, traj_frac=0.5, traj_substeps=2)
+@pytest.mark.parametrize("method,bank", [("lmd", 0), ("emd", 0), ("lmd", 4096)])
+def test_trajectory_term_vanishes_at_the_exact_map_only(method, bank):
+    """The teacher's RK4 states at the samplers' steps are the exact map's images, up to RK4's error, whether
+    solved at every step or drawn from the stored bank."""
+    obj = gauss_objective(method, traj_frac=0.5, traj_substeps=2, traj_bank=bank)
     batch = {"x1": GAUSS.sample(1024).float()}
     exact, wrong = (obj.loss(ExactMap(eps), batch, 0).logs["traj"] for eps in (0.0, 0.1))
     assert exact < 1e-7 and wrong > 5e-3, (exact, wrong)
+
+
+def test_trajectory_bank_follows_the_run_seed_and_solves_the_teacher():
+    """The bank's noise is the run seed's own stream, whatever the global RNG; its first states are that noise at
+    the teacher's first time (σ0 α_{t0} e), its last the teacher's exact map of them; conditional models and a
+    bank without the term are refused."""
+    s0, t0, m = 2.0, 0.1, 1000
+    banks = []
+    for seed in (0, 0, 1):
+        ctx = Context(LINEAR, s0, (2,), GAUSS.teacher(LINEAR, s0), t0=t0, seed=seed)
+        obj = objective_class("lmd")(objective_class("lmd").Config(traj_frac=0.5, traj_bank=m), ctx)
+        torch.manual_seed(7 + seed)  # the global RNG at the first step does not choose the bank
+        obj.loss(ExactMap(), {"x1": GAUSS.sample(64).float()}, 0)
+        banks.append(obj._bank)
+    assert banks[0].shape == (5, m, 2) and torch.equal(banks[0], banks[1]) and not torch.equal(banks[0], banks[2])
+    e = torch.randn(m, 2, generator=torch.Generator().manual_seed(BANK_STREAM))
+    assert torch.allclose(banks[0][0], float(LINEAR.alpha(torch.tensor(t0))) * s0 * e)
+    exact = GAUSS.flow_map(banks[0][0].double(), torch.full((m,), t0), torch.ones(m), sigma0=s0)
+    assert torch.allclose(banks[0][-1].double(), exact, atol=1e-3)
+    with pytest.raises(ValueError, match="traj_frac > 0"):
+        objective_class("lmd").Config(traj_bank=m)
+    conditional = Context(LINEAR, s0, (2,), GAUSS.teacher(LINEAR, s0), num_classes=3)
+    with pytest.raises(ValueError, match="class-conditional"):
+        objective_class("lmd")(objective_class("lmd").Config(traj_frac=0.5, traj_bank=m), conditional)
 
 
 def test_pfmm_target_is_exact_when_its_frozen_copy_is():
@@ -260,6 +286,17 @@ def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
     cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, 12
     train(cfg, tmp_path / "a", progress=False)
     train(cfg, tmp_path / "b", progress=False, stop_after=12)  # stops in round 1, resumes in round 1
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_lmd_with_a_trajectory_bank_resumes_exactly(tmp_path):
+    cfg = map_cfg("lmd", steps=8, traj_frac=0.25, traj_bank=256)
+    cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, 4
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_after=4)
     train(cfg, tmp_path / "b", resume=True, progress=False)
     a, b = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
     for pa, pb in zip(a.parameters(), b.parameters()):

@@ -238,7 +238,8 @@ def build_objective(cfg: RunConfig, source: Source) -> tuple[Objective, BuiltTea
     sigma0, _ = resolve_scales(cfg, source)
     teacher = build_teacher(cfg, source, sigma0)
     t0 = teacher.velocity.t0 if teacher.velocity is not None else 0.0
-    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real, t0)
+    ctx = Context(interpolant(cfg.path.interpolant), sigma0, source.shape, teacher.velocity, source.real, t0,
+                  cfg.seed, cfg.model.num_classes)
     try:
         return objective_class(cfg.objective.method)(cfg.objective, ctx), teacher
     except ValueError as err:

@@ -33,8 +33,9 @@ Velocity = Callable[..., Tensor]  # b(x, t, label=None)
 @dataclass
 class Context:
     """What an objective may need besides its options: the path, the base scale, the data's shape, a teacher
-    velocity, draws of real data (for an adversarial loss) and the first time ``t0`` of the teacher's range
-    (flow maps are trained on ``t0 ≤ s ≤ t ≤ 1``)."""
+    velocity, draws of real data (for an adversarial loss), the first time ``t0`` of the teacher's range
+    (flow maps are trained on ``t0 ≤ s ≤ t ≤ 1``), the run's seed (for noise an objective keeps for the whole
+    run) and the model's number of classes (0: unconditional)."""
 
     interp: Interpolant
     sigma0: float
@@ -42,6 +43,8 @@ class Context:
     teacher: Velocity | None = None
     real: Callable[[int], Tensor] | None = None
     t0: float = 0.0
+    seed: int = 0
+    num_classes: int = 0
 
 
 @dataclass
