@@ -4,7 +4,8 @@ teacher, measured exactly as ``flowmaps demo`` measures (the same 20,000 noise d
 Rows (``flowmaps.app.demo``'s recipes with overrides; single training runs):
 
 - LMD: the earlier recipe (2,600 steps, (s, t) uniform on the triangle); + 30 % of the times starting on the 1-,
-  2- and 4-step samplers' grid points (``objective.grid_frac=0.3``); + 3,000 steps (the demo's);
+  2- and 4-step samplers' grid points (``objective.grid_frac=0.3``); + 3,000 steps (the demo's); and the demo's
+  LMD with the 2-D recipe's trajectory term drawn from a bank of 32,768 teacher trajectories (not the demo's);
 - LMM: the earlier recipe (3,000 steps, karras σ, 50,000 pairs); + sampling-optimized training on the samplers'
   levels (``objective.time=sot``, EDM σ indices 0, 1, 3, 5); on 150,000 pairs; + 3,300 steps (the demo's); and
   the demo's LMM on pairs from the teacher's adaptive solve instead of EDM Heun at 35 NFE (the 2-D recipe's
@@ -38,6 +39,8 @@ ROWS = {  # run name: (stage, row, pairs, overrides of the demo's recipe, the pa
     "lmd_earlier": ("lmd", "earlier recipe (2,600 steps)", 0, ["objective.grid_frac=0", "train.steps=2600"], ""),
     "lmd_grid": ("lmd", "+ grid_frac 0.3", 0, ["train.steps=2600"], ""),
     "lmd_demo": ("lmd", "+ 3,000 steps (the demo)", 0, [], ""),
+    "lmd_traj": ("lmd", "+ the trajectory term from a bank of 32,768 (not the demo's)", 0,
+                 ["objective.traj_frac=0.125", "objective.traj_substeps=2", "objective.traj_bank=32768"], ""),
     "lmm_earlier": ("lmm", "earlier recipe (karras σ, 50,000 EDM-Heun pairs, 3,000 steps)", 50_000,
                     ["objective.time=karras", "train.steps=3000"], "edm"),
     "lmm_sot": ("lmm", "+ SOT", 50_000, ["train.steps=3000"], "edm"),

@@ -39,7 +39,7 @@ STUDENTS = {"lmd": "fm", "emd": "fm", "pfmm": "fm", "fmm": "fm", "lsd": "fm", "e
             "meanflow": "fm", "lmm": "edm", "lmm_adv": "edm", "rf2": "rf1"}
 PAIRS_FROM = {"lmm": ("edm", "adaptive", 1), "lmm_adv": ("edm", "adaptive", 1), "rf2": ("rf1", "adaptive", 1)}
 GRIDS = [[0], [0, 1], [0, 1, 3, 5]]
-PAIRS, ROOT = 150_000, "runs/heldout"  # pairs: as configs/checker_lmm.yaml advises
+PAIRS, ROOT, OUT = 150_000, "runs/heldout", "docs/benchmarks/heldout"  # pairs: as configs/checker_lmm.yaml advises
 
 
 def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overrides: list[str] = ()):
@@ -107,6 +107,7 @@ def render(result: dict, args) -> str:
              f"{','.join(result['sets'])} --recipes {','.join(args.recipes)} --n {args.n}"
              + (f" --pairs {args.pairs}" if args.pairs != PAIRS else "")
              + (f" --root {args.root}" if args.root != ROOT else "")
+             + (f" --out {args.out}" if args.out != OUT else "")
              + (f" --set {' '.join(args.set)}" if args.set else "") + "`", "",
              f"Each `configs/checker_<recipe>.yaml` with only its data replaced, training steps × {args.scale:g}; "
              f"{args.n} samples per score. Score: KL(target ‖ model) on the 50×50 grid (2-D), energy distance "
@@ -148,7 +149,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides for every few-step recipe's config (teachers as shipped); use its own --root")
     p.add_argument("--root", default=ROOT)
-    p.add_argument("--out", default="docs/benchmarks/heldout")
+    p.add_argument("--out", default=OUT)
     args = p.parse_args()
     args.recipes = args.recipes.split(",")
     for r in args.recipes:
