@@ -8,8 +8,8 @@ from flowmaps.core.metrics import wasserstein2
 from flowmaps.core.models import FlowMap
 from flowmaps.core.nets.mlp import MLP
 from flowmaps.core.objectives import Context, objective_class
-from flowmaps.core.objectives.distill import BANK_STREAM
 from flowmaps.core.objectives.mapbase import eulerian, eulerian_residual, jvp_map, lagrangian
+from flowmaps.core.objectives.trajectory import BANK_STREAM
 from flowmaps.core.paths import bcast, interpolant
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
 from flowmaps.core.teachers import GaussianMixture
@@ -44,6 +44,14 @@ class ExactMap(FlowMap):
     def v(self, x, s, t, label=None):
         k = (S0**2 * (t + s - 2) + C**2 * (t + s)) / (sig(s) * (sig(t) + sig(s)))
         return MU + bcast(k, x) * (x - bcast(s, x) * MU) + self.eps
+
+
+class OffDiagonalError(ExactMap):
+    """The exact map with ``eps (t − s)`` added to its ``v``: the diagonal ``v(x, t, t)`` stays exact, the maps
+    of ``s < t`` do not."""
+
+    def v(self, x, s, t, label=None):
+        return ExactMap.v(self, x, s, t) + self.eps * bcast(t - s, x)
 
 
 def gauss_objective(method, **opts):
@@ -119,13 +127,15 @@ def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
     assert exact["off"] < 1e-9 and wrong["off"] > 1e-5, (exact, wrong)
 
 
-@pytest.mark.parametrize("method,bank", [("lmd", 0), ("emd", 0), ("lmd", 4096)])
-def test_trajectory_term_vanishes_at_the_exact_map_only(method, bank):
-    """The teacher's RK4 states at the samplers' steps are the exact map's images, up to RK4's error, whether
-    solved at every step or drawn from the stored bank."""
-    obj = gauss_objective(method, traj_frac=0.5, traj_substeps=2, traj_bank=bank)
+@pytest.mark.parametrize("method,bank,refresh", [("lmd", 0, 0), ("emd", 0, 0), ("lmd", 4096, 0), ("lsd", 0, 0),
+                                                 ("lsd", 4096, 10), ("psdm", 0, 0)])
+def test_trajectory_term_vanishes_at_the_exact_map_only(method, bank, refresh):
+    """The velocity's RK4 states at the samplers' steps (the teacher's, or the model's own diagonal for
+    self-distillation) are the exact map's images, up to RK4's error, whether solved at every step or drawn from
+    the stored bank; maps that disagree with the diagonal are not."""
+    obj = gauss_objective(method, traj_frac=0.5, traj_substeps=2, traj_bank=bank, traj_refresh=refresh)
     batch = {"x1": GAUSS.sample(1024).float()}
-    exact, wrong = (obj.loss(ExactMap(eps), batch, 0).logs["traj"] for eps in (0.0, 0.1))
+    exact, wrong = (obj.loss(OffDiagonalError(eps), batch, 0).logs["traj"] for eps in (0.0, 0.2))
     assert exact < 1e-7 and wrong > 5e-3, (exact, wrong)
 
 
@@ -151,6 +161,28 @@ def test_trajectory_bank_follows_the_run_seed_and_solves_the_teacher():
     conditional = Context(LINEAR, s0, (2,), GAUSS.teacher(LINEAR, s0), num_classes=3)
     with pytest.raises(ValueError, match="class-conditional"):
         objective_class("lmd")(objective_class("lmd").Config(traj_frac=0.5, traj_bank=m), conditional)
+
+
+def test_self_distillation_bank_is_solved_again_from_the_weights_of_every_refresh_step():
+    """LSD's bank holds trajectories of the model's own diagonal at the last multiple of ``traj_refresh``: a
+    changed model leaves it alone until the next multiple, where it is the changed model's solve; a bank that is
+    never refreshed, or a refresh of a fixed teacher's bank, is refused."""
+    obj = gauss_objective("lsd", traj_frac=0.5, traj_substeps=2, traj_bank=512, traj_refresh=3)
+    batch = {"x1": GAUSS.sample(64).float()}
+    banks = []
+    for step, eps in ((0, 0.0), (2, 0.1), (3, 0.1)):
+        obj.loss(ExactMap(eps), batch, step)
+        banks.append(obj._bank.clone())
+    assert torch.equal(banks[0], banks[1]) and not torch.equal(banks[1], banks[2])
+    fresh = gauss_objective("lsd", traj_frac=0.5, traj_substeps=2, traj_bank=512, traj_refresh=3)
+    fresh.loss(ExactMap(0.1), batch, 0)  # the same noise, solved with the changed model from the start
+    assert torch.equal(banks[2], fresh._bank)
+    with pytest.raises(ValueError, match="traj_refresh > 0"):
+        gauss_objective("lsd", traj_frac=0.5, traj_bank=512)
+    with pytest.raises(ValueError, match="teacher is fixed"):
+        gauss_objective("lmd", traj_frac=0.5, traj_bank=512, traj_refresh=3)
+    with pytest.raises(ValueError, match="set traj_bank > 0"):
+        objective_class("lsd").Config(traj_frac=0.5, traj_refresh=3)
 
 
 def test_pfmm_target_is_exact_when_its_frozen_copy_is():
@@ -281,26 +313,28 @@ def test_flow_map_learns_the_exact_map(method, tmp_path):
 # ----- training-loop pieces: progressive rounds resume exactly, the learned weight trains --------------------
 
 
-def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
-    cfg = map_cfg("pfmm", steps=24, rounds=3, round_steps=8)
-    cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, 12
+def resumes_exactly(cfg, tmp_path, stop: int) -> bool:
+    """Whether a run stopped after ``stop`` steps and resumed ends with the uninterrupted run's weights."""
+    cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, stop
     train(cfg, tmp_path / "a", progress=False)
-    train(cfg, tmp_path / "b", progress=False, stop_after=12)  # stops in round 1, resumes in round 1
+    train(cfg, tmp_path / "b", progress=False, stop_after=stop)
     train(cfg, tmp_path / "b", resume=True, progress=False)
     a, b = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
+    return all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
+    assert resumes_exactly(map_cfg("pfmm", steps=24, rounds=3, round_steps=8), tmp_path, 12)  # in round 1
 
 
 def test_lmd_with_a_trajectory_bank_resumes_exactly(tmp_path):
-    cfg = map_cfg("lmd", steps=8, traj_frac=0.25, traj_bank=256)
-    cfg.model.width, cfg.train.batch_size, cfg.train.ckpt_every = 32, 64, 4
-    train(cfg, tmp_path / "a", progress=False)
-    train(cfg, tmp_path / "b", progress=False, stop_after=4)
-    train(cfg, tmp_path / "b", resume=True, progress=False)
-    a, b = load_run(tmp_path / "a").model, load_run(tmp_path / "b").model
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
+    assert resumes_exactly(map_cfg("lmd", steps=8, traj_frac=0.25, traj_bank=256), tmp_path, 4)
+
+
+def test_lsd_with_a_refreshed_bank_resumes_exactly(tmp_path):
+    """The bank solved at step 3 from that step's weights is in the checkpoint of step 4, so the resumed run draws
+    from it rather than from a solve of step 4's weights."""
+    assert resumes_exactly(map_cfg("lsd", steps=8, traj_frac=0.25, traj_bank=256, traj_refresh=3), tmp_path, 4)
 
 
 def test_learned_weight_is_trained_with_the_model(tmp_path):

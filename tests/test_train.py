@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from flowmaps.app.evaluate import evaluate
+from flowmaps.app.evaluate import evaluate, sampler_specs
 from flowmaps.errors import ConfigError, NonFiniteError
 from flowmaps.run.build import load_run
 from flowmaps.run.config import parse_config
@@ -86,3 +86,12 @@ def test_flow_matching_learns_a_gaussian_mixture(tmp_path):
     floor = wasserstein2(ref, run.source.reference(2000, seed=8))  # two target samples of this size
     assert rows["heun"]["w2"] < 3 * floor + 0.02, (rows, floor)
     assert rows["adaptive"]["w2"] < 3 * floor + 0.02, (rows, floor)
+
+
+def test_the_adaptive_solve_is_one_row_whatever_the_step_counts():
+    """It chooses its own steps: named among the solvers or added for a velocity model, it is measured once."""
+    named = sampler_specs("flowmap", [1, 2, 4], ["map", "adaptive"])
+    assert [(r["solver"], r["steps"]) for r in named] == [("map", 1), ("map", 2), ("map", 4), ("adaptive", None)]
+    assert sampler_specs("flowmap", [2, 4], ["adaptive"]) == [{"solver": "adaptive", "steps": None}]
+    assert [r["solver"] for r in sampler_specs("velocity", [8, 16], ["heun"])] == ["heun", "heun", "adaptive"]
+    assert [r["solver"] for r in sampler_specs("flowmap", [8], ["map"])] == ["map"]

@@ -25,15 +25,18 @@ def sampler_specs(form: str, steps: list[int] | None, solvers: tuple[str, ...] |
                   adaptive: bool | None = None) -> list[dict[str, Any]]:
     """The samplers of an evaluation: each solver (default: the model form's) on the one ``grid``, or at each
     step count of ``steps`` (uniform grids) and on each of ``edm_grids`` (indices into EDM's 18-step σ grid);
-    plus the adaptive solve for a velocity model on uniform steps (``adaptive``)."""
+    plus the adaptive solve, once, for a velocity model on uniform steps (``adaptive``) or when named in
+    ``solvers`` (it chooses its own steps)."""
     solvers = list(solvers or DEFAULTS[form].evaluate)
     if grid is not None:
         return [{"solver": s, "grid": grid} for s in solvers]
-    specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in solvers for k in steps or []]
-    specs += [{"solver": s, "edm_grid": list(g)} for s in solvers for g in edm_grids or []]
+    fixed = [s for s in solvers if s != "adaptive"]
+    specs: list[dict[str, Any]] = [{"solver": s, "steps": k} for s in fixed for k in steps or []]
+    specs += [{"solver": s, "edm_grid": list(g)} for s in fixed for g in edm_grids or []]
     if not specs:
-        specs = [{"solver": s, "steps": 1} for s in solvers]
-    if adaptive if adaptive is not None else form == "velocity" and specs[0].get("steps"):
+        specs = [{"solver": s, "steps": 1} for s in fixed]
+    if fixed != solvers or (adaptive if adaptive is not None else form == "velocity" and bool(specs)
+                            and specs[0].get("steps")):
         specs.append({"solver": "adaptive", "steps": None})
     return specs
 

@@ -10,6 +10,10 @@ on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-dia
 - **PSD**: ``|v(I_s, s, t) − sg((1 − γ) v(I_s, s, u) + γ v(X_{s,u}(I_s), u, t))|²``, ``u = γ s + (1 − γ) t``, with
   γ = 1/2 (**PSD-M**, midpoint) or γ ~ U[0, 1] (**PSD-U**); no derivative at all.
 
+Each may add the trajectory term (``traj_frac``, :mod:`.trajectory`) on RK4 solves of the model's own velocity
+``v(·, t, t)``: the samplers' long jumps then regress onto the trajectories of the diagonal they are built from,
+not only onto its tangent; a bank of them is solved again every ``traj_refresh`` steps.
+
 **MeanFlow** is the Eulerian form written for the average velocity ``v(x, s, t) = (X_{s,t}(x) − x)/(t − s)`` with
 the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ_s + (t − s) d/ds v(I_s, s, t))|²``,
 ``d/ds v = ∂_s v + ∇v · İ_s`` by one JVP with tangent (İ_s, 1, 0); on the diagonal it is flow matching, so all
@@ -27,6 +31,7 @@ from pydantic import Field
 from ..paths import bcast
 from . import per_sample_mse
 from .mapbase import MapObjective, MapOptions, eulerian_loss, jvp_map, lagrangian_loss, take
+from .trajectory import TrajectoryObjective, TrajectoryOptions
 
 
 def diagonal(model):
@@ -34,14 +39,18 @@ def diagonal(model):
     return lambda x, t, label=None: model.v(x, t, t, label)
 
 
-class SelfDistillOptions(MapOptions):
+class SelfDistillOptions(TrajectoryOptions):
     eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch on the diagonal s = t")
 
 
-class _SelfDistill(MapObjective):
+class _SelfDistill(TrajectoryObjective):
     Config = SelfDistillOptions
+    own_velocity = True
 
-    def loss(self, model, batch, step):
+    def velocity(self, model):
+        return diagonal(model)
+
+    def map_loss(self, model, batch, step):
         x0, x1, label, s, t, k = self.draw(batch, step)
         interp = self.ctx.interp
         xs = interp(x0, x1, s)
