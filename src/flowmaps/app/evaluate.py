@@ -35,8 +35,8 @@ def sampler_specs(form: str, steps: list[int] | None, solvers: tuple[str, ...] |
     specs += [{"solver": s, "edm_grid": list(g)} for s in fixed for g in edm_grids or []]
     if not specs:
         specs = [{"solver": s, "steps": 1} for s in fixed]
-    if fixed != solvers or (adaptive if adaptive is not None else form == "velocity" and bool(specs)
-                            and specs[0].get("steps")):
+    by_default = form == "velocity" and bool(specs) and bool(specs[0].get("steps"))
+    if fixed != solvers or (by_default if adaptive is None else adaptive):
         specs.append({"solver": "adaptive", "steps": None})
     return specs
 
