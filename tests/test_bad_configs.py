@@ -74,6 +74,8 @@ BAD_CONFIGS: dict[str, tuple[list[str] | str, str]] = {
                                 r"EDM step indices must lie in 0\.\.17"),
     # combinations that cannot run
     "distillation without a teacher": (LMD, r"objective 'lmd' distills a teacher: set teacher\.kind"),
+    "coupling on teacher pairs": (PAIRS + ["objective.coupling=ot"],
+                                  r"objective\.coupling pairs fresh noise .* leave it independent"),
     "teacher for a method without one": (["teacher={kind: analytic}"], r"objective 'fm' uses no teacher"),
     "analytic teacher of a toy set": (LMD + ["teacher={kind: analytic}"],
                                       r"teacher\.kind=analytic .* needs data\.kind=gmm"),

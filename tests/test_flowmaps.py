@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from flowmaps.core.metrics import wasserstein2
@@ -260,6 +261,25 @@ def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_and_pfmm_refuses_it
         LMD.Config(grid_frac=0.3, anneal_steps=100)
     with pytest.raises(ValueError, match="step counts"):
         LMD.Config(grid_steps=[0])
+
+
+@pytest.mark.parametrize("method", ["lsd", "meanflow", "lmd"])
+def test_a_coupling_pairs_the_flow_maps_fresh_noise_with_the_data_and_leaves_teacher_pairs_alone(method):
+    batch = {"x1": GAUSS.sample(256).float()}
+    torch.manual_seed(3)
+    x0, x1 = gauss_objective(method).draw(batch, 0)[:2]
+    torch.manual_seed(3)
+    y0, y1 = gauss_objective(method, coupling="ot").draw(batch, 0)[:2]
+    assert torch.equal(x0, y0) and torch.equal(x1, batch["x1"])
+    perm = (y1[:, None] == batch["x1"][None]).all(-1).float().argmax(1)
+    assert torch.equal(batch["x1"][perm], y1) and sorted(perm.tolist()) == list(range(256))
+    cost = torch.cdist(y0.double(), batch["x1"].double()).pow(2).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    assert float((y0 - y1).pow(2).sum()) == pytest.approx(cost[rows, cols].sum(), rel=1e-6)
+    assert float((y0 - y1).pow(2).sum()) < 0.5 * float((x0 - x1).pow(2).sum())
+    pairs = {"x0": x0, "x1": batch["x1"]}
+    assert all(torch.equal(a, b) for a, b in zip(gauss_objective(method, coupling="ot").draw(pairs, 0)[:2],
+                                                 (x0, batch["x1"])))
 
 
 def test_flowmap_samples_on_any_grid_with_one_nfe_per_step():

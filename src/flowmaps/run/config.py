@@ -170,6 +170,9 @@ class RunConfig(Options):
         if cls.needs_pairs and self.data.kind != "pairs":
             raise ValueError(f"objective {method!r} trains on teacher pairs: set data.kind=pairs "
                              "(see `flowmaps pairs`)")
+        if getattr(self.objective, "coupling", "independent") != "independent" and self.data.kind == "pairs":
+            raise ValueError("objective.coupling pairs fresh noise with the data; teacher pairs (data.kind=pairs) "
+                             "are paired by their ODE: leave it independent")
         if cls.paths is not None and self.path.interpolant not in cls.paths:
             raise ValueError(f"objective {method!r} is defined on the {' or '.join(cls.paths)} path: "
                              f"set path.interpolant={cls.paths[0]}")

@@ -21,9 +21,10 @@ from functools import cache
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import create_model
+from pydantic import Field, create_model
 from torch import Tensor, nn
 
+from ..couplings import couple
 from ..options import Options, dispatch
 from ..paths import Interpolant
 
@@ -86,6 +87,26 @@ class Objective(nn.Module):
     def auxiliaries(self) -> dict[str, Auxiliary]:
         """Networks trained beside the model on ``Loss.aux[name]`` (e.g. a discriminator)."""
         return {}
+
+
+class CouplingOptions(Options):
+    """How a batch's fresh noise is paired with its data (on teacher pairs, whose batches carry ``x0``, never)."""
+
+    coupling: Literal["independent", "ot", "sinkhorn"] = Field(
+        "independent", description="pairing of noise and data in a batch: independent, exact minibatch OT, "
+        "or a draw from the Sinkhorn plan")
+    reg: float = Field(0.05, gt=0, description="Sinkhorn entropic regularization (relative to mean cost)")
+
+
+def noise_and_data(batch: dict[str, Tensor], sigma0: float, opts: CouplingOptions) -> tuple[Tensor, Tensor]:
+    """``(x0, x1)``: the batch's pairs as they are, or a fresh ``x0 = σ0 ε`` coupled to the data by
+    ``opts.coupling`` (:func:`flowmaps.core.couplings.couple`, a permutation of the data)."""
+    x1 = batch["x1"]
+    if "x0" in batch:
+        return batch["x0"], x1
+    x0 = sigma0 * torch.randn_like(x1)
+    kw = {"reg": opts.reg} if opts.coupling == "sinkhorn" else {}
+    return couple(opts.coupling, x0, x1, **kw)
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:

@@ -10,29 +10,20 @@ pairs of a 1-rectified flow's own ODE, 2-rectified flow.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
-from ..couplings import couple
-from . import Loss, Objective, Options, per_sample_mse
+from . import CouplingOptions, Loss, Objective, noise_and_data, per_sample_mse
 
 
 class FM(Objective):
     form = "velocity"
 
-    class Config(Options):
-        coupling: Literal["independent", "ot", "sinkhorn"] = "independent"
-        reg: float = Field(0.05, gt=0, description="Sinkhorn entropic regularization (relative to mean cost)")
+    class Config(CouplingOptions):
         sigma: float = Field(0.0, ge=0, description="width σ of the Gaussian path around I_t (OT-CFM: 0.1)")
 
     def loss(self, model, batch, step):
-        x1 = batch["x1"]
-        x0 = batch["x0"] if "x0" in batch else self.ctx.sigma0 * torch.randn_like(x1)
-        if self.opts.coupling != "independent":
-            kw = {"reg": self.opts.reg} if self.opts.coupling == "sinkhorn" else {}
-            x0, x1 = couple(self.opts.coupling, x0, x1, **kw)
+        x0, x1 = noise_and_data(batch, self.ctx.sigma0, self.opts)
         t = torch.rand(x1.shape[0], device=x1.device)
         interp = self.ctx.interp
         x_t = interp(x0, x1, t)

@@ -31,7 +31,7 @@ from torch.func import jvp
 from ..models import sinusoidal
 from ..nets.attention import written_out
 from ..times import grid_pairs, logit_normal_times, max_gap, sample_times
-from . import Loss, Objective, Options, per_sample_mse
+from . import CouplingOptions, Loss, Objective, noise_and_data, per_sample_mse
 
 
 def jvp_map(fn, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None, ds: float, dt: float,
@@ -108,7 +108,7 @@ class LearnedWeight(nn.Module):
         return self.net(emb).squeeze(1)
 
 
-class MapOptions(Options):
+class MapOptions(CouplingOptions):
     """Options shared by flow-map objectives (each objective picks its own defaults)."""
 
     eta: float = Field(0.0, ge=0, le=1, description="fraction of the batch on the diagonal s = t")
@@ -174,9 +174,9 @@ class MapObjective(Objective):
 
     def draw(self, batch: dict[str, Tensor], step: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, int]:
         """``(x0, x1, label, s, t, n_diag)``: the batch's noise (the pairs' ``x0`` on teacher pairs, else a fresh
-        draw ``σ0 ε``), data and labels, and its training times (:meth:`draw_times`)."""
-        x1 = batch["x1"]
-        x0 = batch["x0"] if "x0" in batch else self.ctx.sigma0 * torch.randn_like(x1)
+        draw ``σ0 ε`` paired with the data by ``coupling``), data and labels, and its training times
+        (:meth:`draw_times`)."""
+        x0, x1 = noise_and_data(batch, self.ctx.sigma0, self.opts)
         s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
         return x0, x1, batch.get("label"), s, t, n_diag
 

@@ -1,6 +1,8 @@
 """Self-distillation: the flow map is its own teacher (no pretrained velocity).
 
-A fraction ``eta`` (0.75) of each batch trains the diagonal by flow matching, ``|v(I_t, t, t) − İ_t|²``; the rest,
+A fraction ``eta`` (0.75) of each batch trains the diagonal by flow matching, ``|v(I_t, t, t) − İ_t|²`` (on the
+batch's noise and data as ``coupling`` pairs them: LSD's recipe pairs them by minibatch OT, a target of far less
+variance than independent pairs, whose noise drowned the maps' terms on held-out sets); the rest,
 on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-diagonal map (sg = stop-gradient):
 
 - **LSD**: ``|∂_t X_{s,t}(I_s) − sg(v(sg X_{s,t}(I_s), t, t))|²`` (one JVP, tangent (0, 0, 1));
