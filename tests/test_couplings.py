@@ -49,10 +49,13 @@ def test_sinkhorn_is_a_permutation_and_approaches_ot_at_small_reg():
 
 def test_couple_keeps_x0_and_permutes_x1():
     x0, x1 = torch.randn(16, 4), torch.randn(16, 4)
+    label = torch.arange(16) * 3
     for coupling in ("independent", "ot", "sinkhorn"):
-        a, b = couple(coupling, x0, x1)
+        a, b, c = couple(coupling, x0, x1, label)
         assert torch.equal(a, x0)
         idx = (b[:, None, :] == x1[None]).all(-1).float().argmax(1)
         assert torch.equal(x1[idx], b) and sorted(idx.tolist()) == list(range(16))
+        assert torch.equal(c, label[idx])  # the labels follow their data
+        assert couple(coupling, x0, x1)[2] is None
     with pytest.raises(ValueError, match="unknown coupling"):
         couple("greedy", x0, x1)

@@ -265,14 +265,15 @@ def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_and_pfmm_refuses_it
 
 @pytest.mark.parametrize("method", ["lsd", "meanflow", "lmd"])
 def test_a_coupling_pairs_the_flow_maps_fresh_noise_with_the_data_and_leaves_teacher_pairs_alone(method):
-    batch = {"x1": GAUSS.sample(256).float()}
+    batch = {"x1": GAUSS.sample(256).float(), "label": torch.arange(256) % 7}
     torch.manual_seed(3)
     x0, x1 = gauss_objective(method).draw(batch, 0)[:2]
     torch.manual_seed(3)
-    y0, y1 = gauss_objective(method, coupling="ot").draw(batch, 0)[:2]
+    y0, y1, label = gauss_objective(method, coupling="ot").draw(batch, 0)[:3]
     assert torch.equal(x0, y0) and torch.equal(x1, batch["x1"])
     perm = (y1[:, None] == batch["x1"][None]).all(-1).float().argmax(1)
     assert torch.equal(batch["x1"][perm], y1) and sorted(perm.tolist()) == list(range(256))
+    assert torch.equal(label, batch["label"][perm])  # the labels follow their data
     cost = torch.cdist(y0.double(), batch["x1"].double()).pow(2).numpy()
     rows, cols = linear_sum_assignment(cost)
     assert float((y0 - y1).pow(2).sum()) == pytest.approx(cost[rows, cols].sum(), rel=1e-6)

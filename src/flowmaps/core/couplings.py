@@ -50,12 +50,15 @@ def sinkhorn_permutation(x0: Tensor, x1: Tensor, reg: float = 0.05, generator: t
     return torch.as_tensor(cols, device=x1.device)
 
 
-def couple(coupling: str, x0: Tensor, x1: Tensor, **kw) -> tuple[Tensor, Tensor]:
-    """Pairs ``(x0, x1[π])`` under ``coupling`` (independent: π = id)."""
+def couple(coupling: str, x0: Tensor, x1: Tensor, label: Tensor | None = None,
+           **kw) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Pairs ``(x0, x1[π], label[π])`` under ``coupling`` (independent: π = id); the labels follow their data."""
     if coupling == "independent":
-        return x0, x1
+        return x0, x1, label
     if coupling == "ot":
-        return x0, x1[ot_permutation(x0, x1)]
-    if coupling == "sinkhorn":
-        return x0, x1[sinkhorn_permutation(x0, x1, **kw)]
-    raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
+        perm = ot_permutation(x0, x1)
+    elif coupling == "sinkhorn":
+        perm = sinkhorn_permutation(x0, x1, **kw)
+    else:
+        raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
+    return x0, x1[perm], None if label is None else label[perm]

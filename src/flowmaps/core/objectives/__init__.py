@@ -98,15 +98,16 @@ class CouplingOptions(Options):
     reg: float = Field(0.05, gt=0, description="Sinkhorn entropic regularization (relative to mean cost)")
 
 
-def noise_and_data(batch: dict[str, Tensor], sigma0: float, opts: CouplingOptions) -> tuple[Tensor, Tensor]:
-    """``(x0, x1)``: the batch's pairs as they are, or a fresh ``x0 = σ0 ε`` coupled to the data by
-    ``opts.coupling`` (:func:`flowmaps.core.couplings.couple`, a permutation of the data)."""
-    x1 = batch["x1"]
+def noise_and_data(batch: dict[str, Tensor], sigma0: float,
+                   opts: CouplingOptions) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x0, x1, label)``: the batch's pairs as they are, or a fresh ``x0 = σ0 ε`` coupled to the data by
+    ``opts.coupling`` (:func:`flowmaps.core.couplings.couple`, a permutation of the data and its labels)."""
+    x1, label = batch["x1"], batch.get("label")
     if "x0" in batch:
-        return batch["x0"], x1
+        return batch["x0"], x1, label
     x0 = sigma0 * torch.randn_like(x1)
     kw = {"reg": opts.reg} if opts.coupling == "sinkhorn" else {}
-    return couple(opts.coupling, x0, x1, **kw)
+    return couple(opts.coupling, x0, x1, label, **kw)
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:

@@ -23,13 +23,13 @@ class FM(Objective):
         sigma: float = Field(0.0, ge=0, description="width σ of the Gaussian path around I_t (OT-CFM: 0.1)")
 
     def loss(self, model, batch, step):
-        x0, x1 = noise_and_data(batch, self.ctx.sigma0, self.opts)
+        x0, x1, label = noise_and_data(batch, self.ctx.sigma0, self.opts)
         t = torch.rand(x1.shape[0], device=x1.device)
         interp = self.ctx.interp
         x_t = interp(x0, x1, t)
         if self.opts.sigma:
             x_t = x_t + self.opts.sigma * torch.randn_like(x_t)
-        v = model.v(x_t, t, t, batch.get("label"))
+        v = model.v(x_t, t, t, label)
         return Loss(per_sample_mse(v, interp.derivative(x0, x1, t)).mean())
 
 

@@ -176,9 +176,9 @@ class MapObjective(Objective):
         """``(x0, x1, label, s, t, n_diag)``: the batch's noise (the pairs' ``x0`` on teacher pairs, else a fresh
         draw ``σ0 ε`` paired with the data by ``coupling``), data and labels, and its training times
         (:meth:`draw_times`)."""
-        x0, x1 = noise_and_data(batch, self.ctx.sigma0, self.opts)
+        x0, x1, label = noise_and_data(batch, self.ctx.sigma0, self.opts)
         s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
-        return x0, x1, batch.get("label"), s, t, n_diag
+        return x0, x1, label, s, t, n_diag
 
     def combine(self, losses: Tensor, s: Tensor, t: Tensor, n_diag: int) -> Loss:
         """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ`` the weighted loss (module docstring)."""
