@@ -2,10 +2,11 @@
 every flow-map objective, beside its velocity teacher sampled with Euler and Heun at the same N and adaptively.
 
 Each method trains from ``configs/checker_<method>.yaml`` (distillation methods from the teacher run given by
-``--teacher``) for ``--steps`` steps into ``--runs/<method>`` (resumed if already there), then is sampled with
-the same 64,000 noise draws at each N. KL on the 50×50 grid over [−1, 1]², like the paper.
+``--teacher``) into ``--runs/<method>`` (resumed if already there), at its recipe's steps and batch or, with
+``--steps`` / ``--batch``, at one budget for all, then is sampled with the same noise draws at each N. KL on the
+50×50 grid over [−1, 1]², like the paper.
 
-    OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher runs/checker_fm --steps 4000 --n 20000
+    OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher runs/checker_fm --n 64000 --runs runs/ct_recipe
 
 Runs and their evaluations are kept under ``--runs``, so methods may be trained by several calls in parallel
 (``--methods lsd,lmd …``) and the table assembled by a last call with all of them.
@@ -37,10 +38,11 @@ PAPER_LSD = [0.086, 0.077, 0.071, 0.070, 0.071]
 
 def train_method(method: str, args) -> tuple[Path, float]:
     cfg_path = Path(args.configs) / f"checker_{method}.yaml"
-    over = [f"train.steps={args.steps}", f"train.batch_size={args.batch}", *args.set]
+    over = [*([f"train.steps={args.steps}"] if args.steps else []),
+            *([f"train.batch_size={args.batch}"] if args.batch else []), *args.set]
     if re.search(r"^teacher:", cfg_path.read_text(), re.M):
         over.append(f"teacher.path={args.teacher}")
-    if method == "pfmm":
+    if method == "pfmm" and args.steps:
         over.append(f"objective.round_steps={max(1, args.steps // 4)}")
     cfg = load_config(cfg_path, over)
     run_dir = Path(args.runs) / method
@@ -63,10 +65,12 @@ def cached(path: Path, compute) -> list[dict]:
 
 
 def net(cfg) -> str:
-    """``depth×width, max_freq, lr`` of a run's MLP and optimizer."""
+    """``depth×width, max_freq, lr`` of a run's MLP and optimizer, and what its recipe adds."""
     fourier = getattr(cfg.model, "fourier", 0)
+    coupling = getattr(cfg.objective, "coupling", "independent")
     return (f"{cfg.model.depth}×{cfg.model.width}, {cfg.model.max_freq:g}, {cfg.train.lr:g}"
-            + (f", {fourier} Fourier features" if fourier else ""))
+            + (f", {fourier} Fourier features" if fourier else "")
+            + (f", {coupling} coupling" if coupling != "independent" else ""))
 
 
 def fmt(v) -> str:
@@ -76,8 +80,9 @@ def fmt(v) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="runs/checker_fm", help="flow-matching teacher run directory")
-    p.add_argument("--steps", type=int, default=4000, help="training steps per method (the CPU budget)")
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps for every method (default: each recipe's own)")
+    p.add_argument("--batch", type=int, default=None, help="batch for every method (default: each recipe's own)")
     p.add_argument("--n", type=int, default=20_000, help="samples per KL (the paper: 64,000)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--configs", default="configs")
@@ -97,13 +102,14 @@ def main() -> None:
     result["teacher"] = cached(Path(args.runs) / f"teacher_eval_n{args.n}.json",
                                partial(evaluate, teacher.model, teacher.source, steps, args.n, seed=1234))
     for m in args.methods.split(","):
-        print(f"[checker_table] {m}: training {args.steps} steps", flush=True)
+        print(f"[checker_table] {m}: training ({args.steps or 'recipe'} steps)", flush=True)
         run_dir, secs = train_method(m, args)
         run = load_run(run_dir)
         ev = cached(run_dir / f"table_eval_n{args.n}.json",
                     partial(evaluate, run.model, run.source, steps, args.n, seed=1234, solvers=("map",),
                             adaptive=False))
-        result["methods"][m] = {"train_s": secs, "rows": ev, "net": net(run.cfg)}
+        result["methods"][m] = {"train_s": secs, "rows": ev, "net": net(run.cfg), "steps": run.cfg.train.steps,
+                                "batch": run.cfg.train.batch_size}
         print(f"[checker_table] {m}: {secs:.0f} s, KL " + " ".join(fmt(r["kl"]) for r in ev), flush=True)
         out.with_suffix(".json").write_text(json.dumps(result, indent=1))
         out.with_suffix(".md").write_text(render(result, args, steps))
@@ -112,7 +118,7 @@ def main() -> None:
 
 def render(result: dict, args, steps: list[int]) -> str:
     kl = {(r["solver"], r["steps"]): r for r in result["teacher"]}
-    head = ("| model | MLP (depth×width, max_freq, lr) | train steps | train time (s) | "
+    head = ("| model | MLP (depth×width, max_freq, lr) | train steps × batch | train time (s) | "
             + " | ".join(f"N={k}" for k in steps) + " |")
     lines = [head, "|" + "---|" * (len(steps) + 4)]
     for solver, label in (("euler", "teacher, Euler (NFE N)"), ("heun", "teacher, Heun (NFE 2N)")):
@@ -122,22 +128,25 @@ def render(result: dict, args, steps: list[int]) -> str:
     beats = []
     for m, res in sorted(result["methods"].items(), key=lambda kv: METHODS.index(kv[0])):
         vals = [r["kl"] for r in res["rows"]]
-        lines.append(f"| {NAMES[m]} | {res.get('net', '')} | {args.steps} | {res['train_s']:.0f} | "
+        lines.append(f"| {NAMES[m]} | {res['net']} | {res['steps']} × {res['batch']} | {res['train_s']:.0f} | "
                      + " | ".join(fmt(v) for v in vals) + " |")
         ok = all(v < kl[("euler", k)]["kl"] for v, k in zip(vals, steps) if k <= 4)
         beats.append(f"{NAMES[m]}: {'yes' if ok else 'no'}")
     lines.append("| paper's LSD (150k steps, batch 100k) | | | | " + " | ".join(f"{v:.3f}" for v in PAPER_LSD) + " |")
     best = min(((r["kl"], m) for m, res in result["methods"].items() for r in res["rows"] if r["steps"] == 1),
                default=None)
-    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher} --steps {args.steps} "
-           f"--batch {args.batch} --n {args.n} --runs {args.runs} --out {args.out}"
+    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher}"
+           + (f" --steps {args.steps}" if args.steps else "") + (f" --batch {args.batch}" if args.batch else "")
+           + f" --n {args.n} --runs {args.runs} --out {args.out}"
            + (f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "")
            + (f" --set {' '.join(args.set)}" if args.set else ""))
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
             f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",
             f"KL(target ‖ model) on the 50×50 grid over [−1, 1]², {args.n} samples, same noise for every row. "
-            f"Flow maps: the MLP of configs/checker_<method>.yaml, batch {args.batch}, {args.steps} steps each on "
-            f"{result['threads']} CPU thread(s) (train time measured on a shared, loaded machine). "
+            "Flow maps: configs/checker_<method>.yaml"
+            + (f" at {args.steps or 'its'} steps of batch {args.batch or 'its'}" if args.steps or args.batch
+               else ", each recipe as shipped")
+            + f", trained on {result['threads']} CPU thread(s) (train time measured on a shared, loaded machine). "
             "Teacher: flow matching (configs/checker_fm.yaml).", "",
             *lines, ""]
     if "floor" in result:

@@ -29,10 +29,10 @@ from flowmaps.data import build_source
 from flowmaps.run.config import parse_config, read_yaml
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
-METHODS = ["fm", "fm+teacher", "lmd", "lmd+traj", "lmd+bank", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu",
-           "meanflow"]
-JVPS = {"fm": 0, "fm+teacher": 0, "lmd": 1, "lmd+traj": 1, "lmd+bank": 1, "emd": 1, "fmm": 1, "pfmm": 0, "lsd": 1,
-        "esd": 1, "psdm": 0, "psdu": 0, "meanflow": 1}
+METHODS = ["fm", "fm+teacher", "fm+ot", "lmd", "lmd+traj", "lmd+bank", "emd", "fmm", "pfmm", "lsd", "lsd+ot", "esd",
+           "psdm", "psdm+ot", "psdu", "meanflow"]
+JVPS = {"fm": 0, "fm+teacher": 0, "fm+ot": 0, "lmd": 1, "lmd+traj": 1, "lmd+bank": 1, "emd": 1, "fmm": 1, "pfmm": 0,
+        "lsd": 1, "lsd+ot": 1, "esd": 1, "psdm": 0, "psdm+ot": 0, "psdu": 0, "meanflow": 1}
 
 
 class FMPlusTeacher(FM):
@@ -49,10 +49,12 @@ class FMPlusTeacher(FM):
 
 register("fm+teacher", FMPlusTeacher)
 # rows that are a method with options: LMD with the trajectory term of its recipe, read from the recipe itself,
-# with its stored bank of teacher trajectories (lmd+bank) and with fresh solves at every step (lmd+traj)
+# with its stored bank of teacher trajectories (lmd+bank) and with fresh solves at every step (lmd+traj); <m>+ot: the
+# exact minibatch OT coupling of the self-distillation recipes (fm+ot is OT-CFM's step)
 _TRAJ = {k: v for k, v in read_yaml((Path(__file__).parents[1] / "configs" / "checker_lmd.yaml").read_text())
          ["objective"].items() if k.startswith("traj_")}
-VARIANTS = {"lmd+traj": ("lmd", {**_TRAJ, "traj_bank": 0}), "lmd+bank": ("lmd", _TRAJ)}
+VARIANTS = {"lmd+traj": ("lmd", {**_TRAJ, "traj_bank": 0}), "lmd+bank": ("lmd", _TRAJ),
+            **{f"{m}+ot": (m, {"coupling": "ot"}) for m in ("fm", "lsd", "psdm")}}
 
 
 def tree(method: str, args) -> dict:
@@ -153,7 +155,9 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine()}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "pieces": parts}, indent=1))
     cmd = "OMP_NUM_THREADS=1 python benchmarks/step_cost.py " + " ".join(
-        f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch)))
+        f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch))) + (
+        f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "") + (
+        f" --out {args.out}" if args.out != "docs/benchmarks/step_cost" else "")
     text = ("# Training-step cost per objective, relative to one flow-matching step\n\n"
             f"Command: `{cmd}`\n\n"
             f"MLP {args.depth}×{args.width}, batch {args.batch} (2-D checkerboard), one training step "
@@ -166,7 +170,8 @@ def main() -> None:
             "with its recipe's trajectory term (configs/checker_lmd.yaml: "
             + ", ".join(f"`{k}: {v}`" for k, v in VARIANTS["lmd+bank"][1].items()) + "), the trajectories drawn "
             "from the bank solved at the first (warm-up) step; `lmd+traj`: the same term with fresh teacher solves "
-            "at every step (`traj_bank: 0`).\n\n"
+            "at every step (`traj_bank: 0`). `<method>+ot`: the step with the exact minibatch OT coupling "
+            "(`coupling: ot`) of the self-distillation recipes; `fm+ot` is OT-CFM's step.\n\n"
             + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
             "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
             "through both.\n\n" + markdown_table(parts))

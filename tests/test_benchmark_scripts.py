@@ -25,11 +25,26 @@ def test_lmm_checker_tables_at_smoke_size(tmp_path):
     assert (tmp_path / "lmm_table1.md").is_file() and (tmp_path / "lmm_table1.png").stat().st_size > 10_000
 
 
+def test_checker_table_at_each_recipe_or_one_budget(tmp_path):
+    _run("-m", "flowmaps", "train", "configs/checker_fm.yaml", "train.steps=2", "--out", str(tmp_path / "fm"))
+    common = ["--teacher", str(tmp_path / "fm"), "--n", "300", "--methods", "pfmm,meanflow", "--set",
+              "model.width=16", "model.depth=1"]
+    _run("benchmarks/checker_table.py", *common, "--steps", "4", "--batch", "32", "--runs", str(tmp_path / "a"),
+         "--out", str(tmp_path / "a"))
+    res = json.loads((tmp_path / "a.json").read_text())["methods"]
+    assert {m: (r["steps"], r["batch"]) for m, r in res.items()} == {"pfmm": (4, 32), "meanflow": (4, 32)}
+    _run("benchmarks/checker_table.py", *common, "train.steps=3", "--runs", str(tmp_path / "b"),
+         "--out", str(tmp_path / "b"))  # no --steps / --batch: each recipe's batch (and here 3 steps by --set)
+    res = json.loads((tmp_path / "b.json").read_text())["methods"]
+    assert {m: (r["steps"], r["batch"]) for m, r in res.items()} == {"pfmm": (3, 512), "meanflow": (3, 512)}
+    assert "ot coupling" in res["meanflow"]["net"] and "3 × 512" in (tmp_path / "b.md").read_text()
+
+
 def test_step_cost_meanflow_and_gmm_benchmarks_at_smoke_size(tmp_path):
     _run("benchmarks/step_cost.py", "--width", "16", "--depth", "1", "--batch", "32", "--rounds", "1", "--steps", "1",
          "--out", str(tmp_path / "step_cost"))
     rows = json.loads((tmp_path / "step_cost.json").read_text())["rows"]
-    assert {r["method"] for r in rows} >= {"fm", "lmd", "lsd"}
+    assert {r["method"] for r in rows} >= {"fm", "lmd", "lsd", "fm+ot", "lsd+ot", "psdm+ot"}
     _run("benchmarks/meanflow_2d.py", "--steps", "2", "--n", "400", "--data", "checker", "--runs",
          str(tmp_path / "mf"), "--out", str(tmp_path / "meanflow"))
     assert (tmp_path / "meanflow.md").is_file()
