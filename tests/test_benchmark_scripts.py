@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +71,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
     assert [r["sampler"] for r in rows[:3]] == ["teacher, adaptive solve", "map, N = 1", "map, N = 2"]
     assert len(rows) == 6 and all(r["score"] >= 0 for r in rows)
+    _run("benchmarks/step_grids.py", "--runs", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
+         "--out", str(tmp_path / "grids"))
+    grids = json.loads((tmp_path / "grids.json").read_text())[str(tmp_path / "heldout" / "gmm8d" / "lmd")]
+    assert grids["scores"]["0.5"] == pytest.approx(runs["lmd"]["rows"][1]["energy"], rel=1e-6)  # heldout.py's N = 2
+    assert grids["teacher"] == pytest.approx(runs["fm"]["rows"][0]["energy"]) and len(grids["scores"]) == 5
     r = subprocess.run([sys.executable, "benchmarks/heldout.py", "--sets", "gmm8d", "--recipes", "lmd", "--scale",
                         "0.0005", "--n", "300", "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "h2"),
                         "--set", "objective.grid_frac=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
