@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from flowmaps.app.evaluate import evaluate
+from flowmaps.io.files import write_text
 from flowmaps.run.build import load_run
 
 SPLITS = (0.25, 0.4, 0.5, 0.6, 0.75)
@@ -37,7 +38,7 @@ def run_scores(run_dir: Path, n: int) -> dict[str, float]:
             rows = evaluate(run.model, run.source, None, n, solvers=("map",), adaptive=False,
                             grid=torch.tensor([0.0, u, 1.0]))
             done[f"{u:g}"] = score(rows[0])
-        cache.write_text(json.dumps(done))
+        write_text(cache, json.dumps(done))
     return {f"{u:g}": done[f"{u:g}"] for u in SPLITS}
 
 
@@ -73,8 +74,8 @@ def main() -> None:
         lines.append(f"| {r} | {teacher} | " + " | ".join(cells) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=1))
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
