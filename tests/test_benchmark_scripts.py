@@ -35,6 +35,10 @@ def test_checker_table_at_each_recipe_or_one_budget(tmp_path):
          "--out", str(tmp_path / "a"))
     res = json.loads((tmp_path / "a.json").read_text())["methods"]
     assert {m: (r["steps"], r["batch"]) for m, r in res.items()} == {"pfmm": (4, 32), "meanflow": (4, 32)}
+    pfmm = str(tmp_path / "a" / "pfmm")  # 4 rounds of one step: its last round's frozen copy against the model
+    _run("benchmarks/pfmm_target.py", "--runs", pfmm, "--n", "300", "--out", str(tmp_path / "target"))
+    target = json.loads((tmp_path / "target.json").read_text())[pfmm]
+    assert target["round"] == 3 and len(target["model"]) == len(target["target"]) == 2
     _run("benchmarks/checker_table.py", *common, "train.steps=3", "--runs", str(tmp_path / "b"),
          "--out", str(tmp_path / "b"))  # no --steps / --batch: each recipe's batch (and here 3 steps by --set)
     res = json.loads((tmp_path / "b.json").read_text())["methods"]

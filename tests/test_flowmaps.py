@@ -248,15 +248,26 @@ def test_grid_pairs_lie_on_the_samplers_steps():
         grid_pairs(10, [0, 2])
 
 
-def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_and_pfmm_refuses_it():
+def test_grid_frac_takes_its_share_of_the_off_diagonal_batch_within_the_band():
     ctx = Context(interpolant("linear"), 1.0, (2,), teacher=lambda x, t, label=None: x)
     LMD, PFMM = objective_class("lmd"), objective_class("pfmm")
     lmd = LMD(LMD.Config(eta=0.25, grid_frac=0.4, grid_steps=[2]), ctx)
     s, t, n_diag = lmd.draw_times(4000, 0, "cpu")
     assert n_diag == 1000 and bool((s[:n_diag] == t[:n_diag]).all()) and bool((s <= t).all())
     assert set(s[-1200:].tolist()) == {0.0, 0.5} and float((s[n_diag:-1200] == 0).float().mean()) < 0.01
-    with pytest.raises(ValueError, match="grid_frac"):
-        PFMM.Config(grid_frac=0.3)
+    pfmm = PFMM(PFMM.Config(rounds=4, grid_frac=0.5), ctx)  # bands 1/8, 1/4, 1/2, 1: the steps of N = 4, 2, 1 fit
+    for rnd in range(4):
+        pfmm.round, starts = rnd, (None if rnd == 0 else {0.0, 0.25, 0.5, 0.75})
+        s, t, _ = pfmm.draw_times(4000, 0, "cpu")
+        band = 2.0 ** (rnd - 3)
+        assert float((t - s).max()) <= band + 1e-6 and bool((s <= t).all())
+        share = slice(-2000, None)
+        if starts is None:  # no sampler step fits in the band: all uniform on it
+            assert float((s == 0).float().mean()) < 0.01
+        else:
+            assert set(s[share].tolist()) == starts and float((t - s)[share].max()) > 0.9 * band
+    with pytest.raises(ValueError, match="anneal_steps"):
+        PFMM.Config(anneal_steps=10)
     with pytest.raises(ValueError, match="gap_start and anneal_steps"):  # an annealed gap the grid would ignore
         LMD.Config(grid_frac=0.3, anneal_steps=100)
     with pytest.raises(ValueError, match="step counts"):

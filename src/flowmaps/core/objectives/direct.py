@@ -7,7 +7,9 @@
   ``X̌`` is a frozen map valid on ``|t − s| ≤ δ``. Round 0 uses one Euler step of the velocity teacher,
   ``X̌_{s,u}(x) = x + (u − s) b_s(x)``, with ``δ = 2^{−rounds}``; each round trains on ``|t − s| ≤ 2δ``, then
   freezes a copy of the model and doubles δ, reaching the whole triangle after ``rounds`` rounds of
-  ``round_steps`` training steps (the last round runs to the end of training).
+  ``round_steps`` training steps (the last round runs to the end of training). Times are uniform on the band;
+  the ``grid_frac`` share lies on the few-step samplers' steps that fit in it, so the last rounds train the long
+  jumps ``X_{0,1}``, ``X_{0,1/2}``, … that the uniform draw all but misses (its gap has density ``∝ 1 − (t − s)``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import torch
 from pydantic import Field, model_validator
 
 from ..paths import bcast
-from ..times import sample_times
 from . import per_sample_mse
 from .mapbase import MapObjective, MapOptions, lagrangian
 
@@ -52,9 +53,9 @@ class PFMM(MapObjective):
 
         @model_validator(mode="after")
         def _own_range(self):
-            if self.square or self.anneal_steps or self.grid_frac or self.time != "uniform":
+            if self.square or self.anneal_steps or self.gap_start != 1.0 or self.time != "uniform":
                 raise ValueError("pfmm sets its own range of |t - s| on the triangle: leave square, "
-                                 "anneal_steps, grid_frac and time unset")
+                                 "gap_start, anneal_steps and time unset")
             return self
 
     def __init__(self, opts, ctx) -> None:
@@ -78,10 +79,9 @@ class PFMM(MapObjective):
         self.round = r
         return r
 
-    def draw_times(self, n: int, step: int, device):
-        """(s, t) on the band ``|t − s| ≤ 2δ`` of this round."""
-        delta = min(1.0, 2.0 ** (self.round + 1 - self.opts.rounds))
-        return sample_times(n, self.opts.eta, delta, False, device)
+    def band(self, step: int) -> float:
+        """This round's band ``|t − s| ≤ 2δ``; the ``grid_frac`` share takes the samplers' steps that fit in it."""
+        return min(1.0, 2.0 ** (self.round + 1 - self.opts.rounds))
 
     def frozen_step(self, x, s, u, label):
         """``X̌_{s,u}(x)``: an Euler step of the teacher in round 0, the frozen model afterwards."""

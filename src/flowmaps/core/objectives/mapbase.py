@@ -157,18 +157,24 @@ class MapObjective(Objective):
     def extra_parameters(self) -> list[nn.Parameter]:
         return [] if self.weight is None else list(self.weight.parameters())
 
+    def band(self, step: int) -> float:
+        """The largest gap ``|t − s|`` drawn at ``step``: annealed from ``gap_start`` to 1 (:func:`max_gap`)."""
+        return max_gap(step, self.opts.gap_start, self.opts.anneal_steps)
+
     def draw_times(self, n: int, step: int, device) -> tuple[Tensor, Tensor, int]:
-        """``(s, t, n_diag)``: :func:`flowmaps.core.times.sample_times` with the annealed largest gap, or
+        """``(s, t, n_diag)``: :func:`flowmaps.core.times.sample_times` on the :meth:`band`, or
         :func:`~flowmaps.core.times.logit_normal_times`, the last ``grid_frac`` of the off-diagonal pairs from
-        :func:`~flowmaps.core.times.grid_pairs`, all mapped affinely onto the teacher's range ``[t0, 1]``."""
-        o, t0 = self.opts, self.ctx.t0
+        :func:`~flowmaps.core.times.grid_pairs` on the samplers whose steps fit in the band, all mapped affinely
+        onto the teacher's range ``[t0, 1]``."""
+        o, t0, band = self.opts, self.ctx.t0, self.band(step)
         if o.time == "logit_normal":
             s, t, n_diag = logit_normal_times(n, o.eta, o.time_mean, o.time_std, o.square, device)
         else:
-            s, t, n_diag = sample_times(n, o.eta, max_gap(step, o.gap_start, o.anneal_steps), o.square, device)
-        n_grid = math.floor(o.grid_frac * (n - n_diag) + 0.5)
+            s, t, n_diag = sample_times(n, o.eta, band, o.square, device)
+        steps = [k for k in o.grid_steps if k * band >= 1 - 1e-9]  # the samplers' steps that fit in the band
+        n_grid = math.floor(o.grid_frac * (n - n_diag) + 0.5) if steps else 0
         if n_grid:
-            s_grid, t_grid = grid_pairs(n_grid, o.grid_steps, device)
+            s_grid, t_grid = grid_pairs(n_grid, steps, device)
             s, t = torch.cat([s[: n - n_grid], s_grid]), torch.cat([t[: n - n_grid], t_grid])
         return (s, t, n_diag) if not t0 else (t0 + (1 - t0) * s, t0 + (1 - t0) * t, n_diag)
 
