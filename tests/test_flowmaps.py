@@ -198,6 +198,31 @@ def test_pfmm_target_is_exact_when_its_frozen_copy_is():
     assert float(obj.loss(ExactMap(0.1), batch, 15).value) > 1e-3
 
 
+def test_pfmm_base_solver_sets_how_close_round_0_starts_to_the_exact_map():
+    """Round 0's target is two steps of the teacher by ``base``: Euler, Heun and RK4 each far closer to the exact
+    map than the one before (the exact map's loss is the target's own error; measured 1e-3, 2e-5, 3e-9)."""
+    batch = {"x1": GAUSS.sample(2048)}
+    losses = []
+    for base in ("euler", "heun", "rk4"):
+        torch.manual_seed(0)
+        obj = gauss_objective("pfmm", rounds=2, round_steps=10, base=base)
+        losses.append(float(obj.loss(ExactMap(), batch, 0).value))
+    assert losses[0] > 10 * losses[1] and losses[1] > 100 * losses[2] > 0, losses
+
+
+def test_pfmm_keep_base_ties_the_pieces_of_round_0s_length_to_the_teacher():
+    """``keep_base``: after round 0, a piece X̌_{s,u} no longer than round 0's δ = 2^{−rounds} is the teacher's base
+    step (here RK4: the exact map to 1e-3), a longer one the frozen copy (here a wrong map)."""
+    obj = gauss_objective("pfmm", rounds=2, round_steps=10, base="rk4", keep_base=True)
+    wrong = ExactMap(0.1)
+    obj.loss(wrong, {"x1": GAUSS.sample(64)}, 15)  # round 1: freezes a copy of the wrong map
+    x, s = torch.randn(4, 2), torch.full((4,), 0.2)
+    u = s + torch.tensor([0.1, 0.25, 0.3, 0.5])  # δ = 1/4
+    out = obj.frozen_step(x, s, u, None)
+    assert torch.allclose(out[:2], GAUSS.flow_map(x, s, u, sigma0=S0)[:2].float(), atol=1e-3)
+    assert torch.equal(out[2:], wrong(x, s, u)[2:]) and (out[:2] - wrong(x, s, u)[:2]).abs().min() > 1e-2
+
+
 @pytest.mark.parametrize("method", ["fmm", "meanflow"])
 def test_stochastic_losses_are_smallest_at_the_exact_map(method):
     obj = gauss_objective(method)

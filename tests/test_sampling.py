@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flowmaps.core.sampling import check_grid, edm_grid, edm_sigmas, sample, solve, solve_adaptive, uniform_grid
+from flowmaps.core.sampling import check_grid, edm_grid, edm_sigmas, sample, solve, solve_adaptive, step, uniform_grid
 
 
 def linear_field(x, t):
@@ -26,6 +26,25 @@ def test_convergence_order(method, order, nfe_per_step):
         errs.append(abs(float(s.x) - EXACT))
     rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
     assert all(abs(r - order) < 0.25 for r in rates), rates
+
+
+@pytest.mark.parametrize("method,order", [("euler", 1), ("heun", 2), ("rk4", 4)])
+def test_one_step_with_per_sample_times_has_the_solvers_local_order(method, order):
+    """A step from t to u on each row (its own t and u) against x(u) = x(t) exp((u − t) + (u² − t²)/2): the local
+    error shrinks as h^{order + 1}, and each row is the step that row would take alone."""
+    t = torch.tensor([0.0, 0.3, 0.6], dtype=torch.float64)
+    x = torch.ones(3, 1, dtype=torch.float64)
+    errs = []
+    for h in (0.1, 0.05):
+        u = t + h
+        exact = x * torch.exp((u - t) + (u**2 - t**2) / 2)[:, None]
+        errs.append((step(linear_field, x, t, u, method) - exact).abs().squeeze(1))
+        alone = torch.cat([step(linear_field, x[i:i + 1], t[i:i + 1], u[i:i + 1], method) for i in range(3)])
+        assert torch.allclose(step(linear_field, x, t, u, method), alone, rtol=0, atol=1e-14)
+    rates = torch.log2(errs[0] / errs[1])
+    assert bool(((rates - (order + 1)).abs() < 0.3).all()), rates
+    with pytest.raises(ValueError, match="unknown fixed-step solver"):
+        step(linear_field, x, t, t + 0.1, "midpoint")
 
 
 def test_adaptive_is_accurate_and_counts_nfe():

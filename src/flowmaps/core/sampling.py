@@ -19,7 +19,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .distributed import world
-from .paths import sigma_to_t, t_to_sigma, velocity_to_denoiser
+from .paths import bcast, sigma_to_t, t_to_sigma, velocity_to_denoiser
 from .times import karras_sigma
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -206,30 +206,37 @@ def _full(t: Tensor | float, x: Tensor) -> Tensor:
 # ----- ODE solvers for a velocity field ---------------------------------------------------------
 
 
+def step(velocity: Velocity, x: Tensor, t: Tensor, u: Tensor, method: str = "euler",
+         k1: Tensor | None = None) -> Tensor:
+    """One step of ``dx/dt = velocity(x, t)`` from ``t`` to ``u`` (per-sample times, shape (B,)): Euler (order 1),
+    Heun (2) or RK4 (4); ``k1``: ``velocity(x, t)`` when already computed."""
+    if method not in ("euler", "heun", "rk4"):
+        raise ValueError(f"unknown fixed-step solver {method!r}; choose euler, heun or rk4")
+    h = bcast(u - t, x)
+    k1 = velocity(x, t) if k1 is None else k1
+    if method == "euler":
+        return x + h * k1
+    if method == "heun":
+        return x + 0.5 * h * (k1 + velocity(x + h * k1, u))
+    mid = t + 0.5 * (u - t)
+    k2 = velocity(x + 0.5 * h * k1, mid)
+    k3 = velocity(x + 0.5 * h * k2, mid)
+    k4 = velocity(x + h * k3, u)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
 def steps(velocity: Velocity, x: Tensor, grid: Tensor, method: str = "euler",
           final_correction: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
-    """Fixed-grid integration of ``dx/dt = velocity(x, t)``, one step at a time: yields ``(x_i, velocity(x_i,
-    t_i))`` before each step and the final state with ``None`` after the last. Euler (order 1), Heun (2) or
-    RK4 (4); Heun's last step is an Euler step when ``final_correction`` is False (EDM's σ = 0 step)."""
+    """Fixed-grid integration of ``dx/dt = velocity(x, t)``, one :func:`step` at a time: yields ``(x_i,
+    velocity(x_i, t_i))`` before each step and the final state with ``None`` after the last. Heun's last step is
+    an Euler step when ``final_correction`` is False (EDM's σ = 0 step)."""
     grid = check_grid(grid)
     for i in range(len(grid) - 1):
-        t, u = float(grid[i]), float(grid[i + 1])
-        h = u - t
-        k1 = velocity(x, _full(t, x))
+        t, u = _full(grid[i], x), _full(grid[i + 1], x)
+        k1 = velocity(x, t)
         yield x, k1
-        if method == "euler":
-            x = x + h * k1
-        elif method == "heun":
-            x_e = x + h * k1
-            last = i == len(grid) - 2
-            x = x_e if (last and not final_correction) else x + 0.5 * h * (k1 + velocity(x_e, _full(u, x)))
-        elif method == "rk4":
-            k2 = velocity(x + 0.5 * h * k1, _full(t + 0.5 * h, x))
-            k3 = velocity(x + 0.5 * h * k2, _full(t + 0.5 * h, x))
-            k4 = velocity(x + h * k3, _full(u, x))
-            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        else:
-            raise ValueError(f"unknown fixed-step solver {method!r}; choose euler, heun or rk4")
+        last = i == len(grid) - 2
+        x = step(velocity, x, t, u, "euler" if (method == "heun" and last and not final_correction) else method, k1)
     yield x, None
 
 

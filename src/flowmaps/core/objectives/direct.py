@@ -4,25 +4,27 @@
   too: with ``y = X_{t,s}(I_t)``, ``|∂_t X_{s,t}(y) − İ_t|² + |X_{s,t}(y) − I_t|²`` (``∂_t`` at fixed y; one JVP
   with tangent (0, 0, 1) gives both ``X_{s,t}(y)`` and ``∂_t X_{s,t}(y)``).
 - **PFMM** (progressive flow map matching): ``|X_{s,t}(I_s) − X̌_{u,t}(X̌_{s,u}(I_s))|²``, ``u = (s + t)/2``, where
-  ``X̌`` is a frozen map valid on ``|t − s| ≤ δ``. Round 0 uses one Euler step of the velocity teacher,
-  ``X̌_{s,u}(x) = x + (u − s) b_s(x)``, with ``δ = 2^{−rounds}``; each round trains on ``|t − s| ≤ 2δ``, then
-  freezes a copy of the model and doubles δ, reaching the whole triangle after ``rounds`` rounds of
-  ``round_steps`` training steps (the last round runs to the end of training). Times are uniform on the band;
-  the ``grid_frac`` share lies on the few-step samplers' steps that fit in it, so the last rounds train the long
-  jumps ``X_{0,1}``, ``X_{0,1/2}``, … that the uniform draw all but misses (its gap has density ``∝ 1 − (t − s)``).
+  ``X̌`` is a frozen map valid on ``|t − s| ≤ δ``. Round 0 uses one step of the velocity teacher by ``base``
+  (Euler, ``X̌_{s,u}(x) = x + (u − s) b_s(x)``, as in the paper; Heun; RK4), with ``δ = 2^{−rounds}``; each round
+  trains on ``|t − s| ≤ 2δ``, then freezes a copy of the model and doubles δ, reaching the whole triangle after
+  ``rounds`` rounds of ``round_steps`` training steps (the last round runs to the end of training). ``X_{0,1}``
+  thus composes ``2^{rounds}`` steps of ``base``: the teacher solved by them is the best it can reach. Times are
+  uniform on the band; the ``grid_frac`` share lies on the few-step samplers' steps that fit in it, so the last
+  rounds train the long jumps ``X_{0,1}``, ``X_{0,1/2}``, … that the uniform draw all but misses (its gap has
+  density ``∝ 1 − (t − s)``).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from ..paths import bcast
+from ..sampling import step as ode_step
 from . import per_sample_mse
-from .mapbase import MapObjective, MapOptions, lagrangian
+from .mapbase import MapObjective, MapOptions, lagrangian, take
 
 
 class FMM(MapObjective):
@@ -50,6 +52,11 @@ class PFMM(MapObjective):
     class Config(MapOptions):
         rounds: int = Field(4, ge=1, description="doublings of δ until the whole triangle is covered")
         round_steps: int = Field(1000, ge=1, description="training steps per round")
+        base: Literal["euler", "heun", "rk4"] = Field("euler", description="round 0's X̌_{s,u}: one step of the "
+                                                      "teacher by this solver (1, 2 or 4 evaluations)")
+        keep_base: bool = Field(False, description="in every round, pieces X̌_{s,u} no longer than round 0's δ "
+                                "are the teacher's base step, not the frozen copy: the short maps stay tied to "
+                                "the teacher")
 
         @model_validator(mode="after")
         def _own_range(self):
@@ -84,10 +91,19 @@ class PFMM(MapObjective):
         return min(1.0, 2.0 ** (self.round + 1 - self.opts.rounds))
 
     def frozen_step(self, x, s, u, label):
-        """``X̌_{s,u}(x)``: an Euler step of the teacher in round 0, the frozen model afterwards."""
+        """``X̌_{s,u}(x)``: a step of the teacher by ``base`` in round 0, the frozen model afterwards."""
+        def base(x, s, u, label):
+            return ode_step(lambda y, r: self.ctx.teacher(y, r, label), x, s, u, self.opts.base)
+
         if self.frozen is None:
-            return x + bcast(u - s, x) * self.ctx.teacher(x, s, label)
-        return self.frozen(x, s, u, label)
+            return base(x, s, u, label)
+        out = self.frozen(x, s, u, label)
+        if self.opts.keep_base:
+            delta0 = (1 - self.ctx.t0) * 2.0 ** -self.opts.rounds  # round 0's δ, on the teacher's time range
+            short = ((u - s) <= delta0 * (1 + 1e-6)).nonzero().squeeze(1)
+            if short.numel():
+                out[short] = base(x[short], s[short], u[short], take(label, short))
+        return out
 
     def loss(self, model, batch, step):
         r = self._round(model, step)

@@ -207,6 +207,6 @@ class MapObjective(Objective):
 
 
 
-def take(label: Tensor | None, sl: slice) -> Tensor | None:
-    """``label[sl]``, or None for unlabelled data."""
+def take(label: Tensor | None, sl: slice | Tensor) -> Tensor | None:
+    """``label[sl]`` (a slice or indices), or None for unlabelled data."""
     return None if label is None else label[sl]
