@@ -30,9 +30,9 @@ from flowmaps.run.config import parse_config, read_yaml
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
 METHODS = ["fm", "fm+teacher", "fm+ot", "lmd", "lmd+traj", "lmd+bank", "emd", "emd+bank", "fmm", "fmm+ot", "pfmm",
-           "pfmm+rk4", "lsd", "lsd+ot", "esd", "psdm", "psdm+ot", "psdu", "meanflow"]
+           "pfmm+recipe", "lsd", "lsd+ot", "esd", "psdm", "psdm+ot", "psdu", "meanflow"]
 JVPS = {"fm": 0, "fm+teacher": 0, "fm+ot": 0, "lmd": 1, "lmd+traj": 1, "lmd+bank": 1, "emd": 1, "emd+bank": 1,
-        "fmm": 1, "fmm+ot": 1, "pfmm": 0, "pfmm+rk4": 0, "lsd": 1, "lsd+ot": 1, "esd": 1, "psdm": 0, "psdm+ot": 0,
+        "fmm": 1, "fmm+ot": 1, "pfmm": 0, "pfmm+recipe": 0, "lsd": 1, "lsd+ot": 1, "esd": 1, "psdm": 0, "psdm+ot": 0,
         "psdu": 0, "meanflow": 1}
 
 
@@ -51,18 +51,23 @@ class FMPlusTeacher(FM):
 register("fm+teacher", FMPlusTeacher)
 
 
+def _recipe(method: str) -> dict:
+    """The objective's options of ``configs/checker_<method>.yaml`` (without its method and time sampling)."""
+    recipe = read_yaml((Path(__file__).parents[1] / "configs" / f"checker_{method}.yaml").read_text())
+    return {k: v for k, v in recipe["objective"].items() if k not in ("method", "grid_frac", "rounds", "round_steps")}
+
+
 def _traj(method: str) -> dict:
     """The trajectory term's options of ``configs/checker_<method>.yaml``."""
-    recipe = read_yaml((Path(__file__).parents[1] / "configs" / f"checker_{method}.yaml").read_text())
-    return {k: v for k, v in recipe["objective"].items() if k.startswith("traj_")}
+    return {k: v for k, v in _recipe(method).items() if k.startswith("traj_")}
 
 
 # rows that are a method with options: LMD and EMD with the trajectory term of their recipes, read from the recipes,
 # with the stored bank of teacher trajectories (<m>+bank) and LMD with fresh solves at every step (lmd+traj);
-# <m>+ot: the exact minibatch OT coupling of the self-distillation and FMM recipes (fm+ot is OT-CFM's step); pfmm+rk4:
-# PFMM's recipe, round 0 (its costliest: two RK4 steps of the teacher, 8 evaluations)
+# <m>+ot: the exact minibatch OT coupling of the self-distillation and FMM recipes (fm+ot is OT-CFM's step);
+# pfmm+recipe: PFMM's recipe, round 0 (its costliest: two RK4 steps of the teacher, 8 evaluations)
 VARIANTS = {"lmd+traj": ("lmd", {**_traj("lmd"), "traj_bank": 0}), "lmd+bank": ("lmd", _traj("lmd")),
-            "emd+bank": ("emd", _traj("emd")), "pfmm+rk4": ("pfmm", {"base": "rk4", "keep_base": True}),
+            "emd+bank": ("emd", _traj("emd")), "pfmm+recipe": ("pfmm", _recipe("pfmm")),
             **{f"{m}+ot": (m, {"coupling": "ot"}) for m in ("fm", "fmm", "lsd", "psdm")}}
 
 
@@ -180,9 +185,10 @@ def main() -> None:
             + ", ".join(f"`{k}: {v}`" for k, v in VARIANTS["lmd+bank"][1].items()) + "), the trajectories drawn "
             "from the bank solved at the first (warm-up) step; `lmd+traj`: the same term with fresh teacher solves "
             "at every step (`traj_bank: 0`). `<method>+ot`: the step with the exact minibatch OT coupling "
-            "(`coupling: ot`) of the self-distillation and FMM recipes; `fm+ot` is OT-CFM's step. `pfmm+rk4`: "
-            "PFMM's recipe (`base: rk4`, `keep_base: true`) in round 0, where its target is two RK4 steps of the "
-            "teacher (8 evaluations; later rounds: the frozen copy twice, RK4 only on the short pieces).\n\n"
+            "(`coupling: ot`) of the self-distillation and FMM recipes; `fm+ot` is OT-CFM's step. `pfmm+recipe`: "
+            "PFMM's recipe (" + ", ".join(f"`{k}: {v}`" for k, v in VARIANTS["pfmm+recipe"][1].items())
+            + ") in round 0, where its target is two RK4 steps of the teacher (8 evaluations; later rounds: the "
+            "frozen copy twice, RK4 only on the short pieces), its trajectories drawn from the bank.\n\n"
             + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
             "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
             "through both.\n\n" + markdown_table(parts))

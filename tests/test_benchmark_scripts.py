@@ -51,7 +51,7 @@ def test_step_cost_meanflow_and_gmm_benchmarks_at_smoke_size(tmp_path):
          "--out", str(tmp_path / "step_cost"))
     rows = json.loads((tmp_path / "step_cost.json").read_text())["rows"]
     assert {r["method"] for r in rows} >= {"fm", "lmd", "lsd", "fm+ot", "lsd+ot", "psdm+ot", "emd+bank", "fmm+ot",
-                                           "pfmm+rk4"}
+                                           "pfmm+recipe"}
     _run("benchmarks/meanflow_2d.py", "--steps", "2", "--n", "400", "--data", "checker", "--runs",
          str(tmp_path / "mf"), "--out", str(tmp_path / "meanflow"))
     assert (tmp_path / "meanflow.md").is_file()

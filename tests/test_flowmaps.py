@@ -223,6 +223,27 @@ def test_pfmm_keep_base_ties_the_pieces_of_round_0s_length_to_the_teacher():
     assert torch.equal(out[2:], wrong(x, s, u)[2:]) and (out[:2] - wrong(x, s, u)[:2]).abs().min() > 1e-2
 
 
+def test_pfmm_velocity_residual_is_the_position_residual_over_the_gap_squared():
+    """A map whose v is off by ε everywhere misses each RK4 round-0 target (the exact map to 1e-9) by ε (t − s) per
+    entry: ``residual: velocity`` scores ε² on every gap, the paper's position residual ε² (t − s)², far less on
+    the round's band ``t − s ≤ 1/2``."""
+    batch, eps = {"x1": GAUSS.sample(2048)}, 0.1
+    loss = {}
+    for residual in ("position", "velocity"):
+        obj = gauss_objective("pfmm", rounds=2, round_steps=10, base="rk4", residual=residual)
+        loss[residual] = float(obj.loss(ExactMap(eps), batch, 0).value)
+    assert abs(loss["velocity"] - eps**2) < 1e-3 * eps**2 and loss["position"] < eps**2 / 4, loss
+
+
+def test_pfmm_trajectory_term_regresses_the_samplers_steps_onto_the_teachers_solve():
+    """With ``traj_frac`` PFMM's samplers' steps also regress onto RK4 solves of the teacher: the exact map leaves
+    the term at the solve's own error, a wrong one does not."""
+    batch = {"x1": GAUSS.sample(1024)}
+    obj = gauss_objective("pfmm", rounds=2, round_steps=10, base="rk4", traj_frac=0.5, traj_substeps=2)
+    exact, wrong = (obj.loss(m, batch, 0).logs["traj"] for m in (ExactMap(), ExactMap(0.1)))
+    assert exact < 1e-6 and wrong > 1e-3, (exact, wrong)
+
+
 @pytest.mark.parametrize("method", ["fmm", "meanflow"])
 def test_stochastic_losses_are_smallest_at_the_exact_map(method):
     obj = gauss_objective(method)
@@ -380,8 +401,9 @@ def resumes_exactly(cfg, tmp_path, stop: int) -> bool:
     return all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
 
 
-def test_pfmm_resume_restores_the_frozen_copy(tmp_path):
-    assert resumes_exactly(map_cfg("pfmm", steps=24, rounds=3, round_steps=8), tmp_path, 12)  # in round 1
+@pytest.mark.parametrize("traj", [{}, {"traj_frac": 0.25, "traj_bank": 256}])
+def test_pfmm_resume_restores_the_frozen_copy(tmp_path, traj):
+    assert resumes_exactly(map_cfg("pfmm", steps=24, rounds=3, round_steps=8, **traj), tmp_path, 12)  # in round 1
 
 
 def test_lmd_with_a_trajectory_bank_resumes_exactly(tmp_path):

@@ -11,7 +11,10 @@
   thus composes ``2^{rounds}`` steps of ``base``: the teacher solved by them is the best it can reach. Times are
   uniform on the band; the ``grid_frac`` share lies on the few-step samplers' steps that fit in it, so the last
   rounds train the long jumps ``X_{0,1}``, ``X_{0,1/2}``, … that the uniform draw all but misses (its gap has
-  density ``∝ 1 − (t − s)``).
+  density ``∝ 1 − (t − s)``). The trajectory term (``traj_frac``, :mod:`.trajectory`) regresses the samplers' steps
+  onto RK4 solves of the teacher: their endpoints then come from the teacher, not only from the compositions of
+  frozen copies, whose fit errors add up over the rounds. ``residual: velocity`` divides the residual by
+  ``(t − s)²``, the mean velocity's (and that term's) units: the same minimizer, short gaps weighted as long ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydantic import Field, model_validator
 from ..sampling import step as ode_step
 from . import per_sample_mse
 from .mapbase import MapObjective, MapOptions, lagrangian, take
+from .trajectory import TrajectoryObjective, TrajectoryOptions
 
 
 class FMM(MapObjective):
@@ -43,17 +47,20 @@ class FMM(MapObjective):
         return self.combine(losses, s, t, n_diag)
 
 
-class PFMM(MapObjective):
+class PFMM(TrajectoryObjective):
     """Progressive flow map matching: a frozen earlier copy, its valid range doubled each round."""
 
     needs_teacher = True
     jvp = False
 
-    class Config(MapOptions):
+    class Config(TrajectoryOptions):
         rounds: int = Field(4, ge=1, description="doublings of δ until the whole triangle is covered")
         round_steps: int = Field(1000, ge=1, description="training steps per round")
         base: Literal["euler", "heun", "rk4"] = Field("euler", description="round 0's X̌_{s,u}: one step of the "
                                                       "teacher by this solver (1, 2 or 4 evaluations)")
+        residual: Literal["position", "velocity"] = Field("position", description="the paper's |X − X̌∘X̌|², or "
+                                                          "the mean-velocity |(X − X̌∘X̌)/(t − s)|², in the units of "
+                                                          "the trajectory term")
         keep_base: bool = Field(False, description="in every round, pieces X̌_{s,u} no longer than round 0's δ "
                                 "are the teacher's base step, not the frozen copy: the short maps stay tied to "
                                 "the teacher")
@@ -105,14 +112,20 @@ class PFMM(MapObjective):
                 out[short] = base(x[short], s[short], u[short], take(label, short))
         return out
 
-    def loss(self, model, batch, step):
+    def velocity(self, model):
+        return self.ctx.teacher
+
+    def map_loss(self, model, batch, step):
         r = self._round(model, step)
         x0, x1, label, s, t, n_diag = self.draw(batch, step)
         u = 0.5 * (s + t)
         xs = self.ctx.interp(x0, x1, s)
         with torch.no_grad():
             target = self.frozen_step(self.frozen_step(xs, s, u, label), u, t, label)
-        out = self.combine(per_sample_mse(model(xs, s, t, label), target), s, t, n_diag)
+        losses = per_sample_mse(model(xs, s, t, label), target)
+        if self.opts.residual == "velocity":  # ÷ (t − s)²; the diagonal's residual is 0 at any scale
+            losses = losses / (t - s).clamp_min(1e-6).to(losses.dtype) ** 2
+        out = self.combine(losses, s, t, n_diag)
         out.logs["round"] = float(r)
         return out
 

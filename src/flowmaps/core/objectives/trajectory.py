@@ -1,5 +1,5 @@
 """The trajectory term shared by the map objectives that have a velocity to solve: a distilled teacher ``b_t``
-(LMD, EMD) or the model's own diagonal ``v(·, t, t)`` (LSD, ESD, PSD).
+(LMD, EMD, PFMM) or the model's own diagonal ``v(·, t, t)`` (LSD, ESD, PSD).
 
 A share ``traj_frac`` of the batch is fresh noise carried through ``dx/dt = b(x, t)`` by RK4 (``traj_substeps``
 steps per step of the finest sampler in ``grid_steps``); the map regresses onto the solve's own states on every
