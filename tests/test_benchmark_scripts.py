@@ -76,6 +76,10 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
     assert [r["sampler"] for r in rows[:3]] == ["teacher, adaptive solve", "map, N = 1", "map, N = 2"]
     assert len(rows) == 6 and all(r["score"] >= 0 for r in rows)
+    _run("benchmarks/residual_tails.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "2000",
+         "--out", str(tmp_path / "tails"))
+    tails = json.loads((tmp_path / "tails.json").read_text())[0]
+    assert 0 < tails["median"] <= tails["mean"] and 0.01 <= tails["top 1 % share"] <= 1
     _run("benchmarks/step_grids.py", "--runs", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
          "--out", str(tmp_path / "grids"))
     grids = json.loads((tmp_path / "grids.json").read_text())[str(tmp_path / "heldout" / "gmm8d" / "lmd")]

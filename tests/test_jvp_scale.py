@@ -82,6 +82,20 @@ def test_adaptive_weight_and_logit_normal_times():
         parse_config({**GMM, "objective": {**paper, "anneal_steps": 10}})
 
 
+def test_adaptive_weight_at_p_one_half_is_the_pseudo_huber_loss():
+    """``sg(w) L`` with ``w = (‖Δ‖² + c)^{−1/2}`` has the gradient of ``(2/D)(sqrt(‖Δ‖² + c) − sqrt(c))``: small
+    residuals are weighted as squares, large ones as their norm (LMD's recipe, ``adaptive_p: 0.5``)."""
+    c, d = 1e-3, 6
+    obj = LSD(LSD.Config(adaptive_p=0.5, adaptive_c=c), Context(interpolant("linear"), 1.0, (3, 2)))
+    delta = torch.tensor([[1e-3] * d, [0.05] * d, [3.0, -2.0, 0.0, 1.0, 0.5, 0.0]], requires_grad=True)
+    obj.combine(delta.pow(2).mean(1), torch.zeros(3), torch.zeros(3), 0).value.backward()
+    huber = torch.tensor(delta.detach().tolist(), requires_grad=True)
+    ((huber.pow(2).sum(1) + c).sqrt() - c**0.5).mul(2 / d).mean().backward()
+    assert torch.allclose(delta.grad, huber.grad, rtol=1e-5, atol=0)
+    g, r = delta.grad.norm(dim=1), delta.detach().norm(dim=1)
+    assert float((g[2] / r[2]) / (g[0] / r[0])) < 0.02  # per unit of residual: outlier ≪ inlier
+
+
 def test_accumulation_gives_the_whole_batch_gradient():
     def deterministic(model, batch, step):
         x = batch["x1"]

@@ -6,7 +6,9 @@ diagonal ``s = t`` and the off-diagonal part.
 Loss weights, on each sample's loss ``L`` (the mean square of its residual Δ over its D entries):
 
 - adaptive (MeanFlow's): ``sg(w) · L`` with ``w = 1/(‖Δ‖² + c)^p``, ``‖Δ‖² = D · L`` (p = 0: the plain loss;
-  proportional to the paper's ``sg(w) ‖Δ‖²``, by 1/D);
+  proportional to the paper's ``sg(w) ‖Δ‖²``, by 1/D); p = 1/2 has the gradient of the pseudo-Huber loss
+  ``(2/D)(sqrt(‖Δ‖² + c) − sqrt(c))``, quadratic below ``‖Δ‖ ≈ sqrt(c)`` and linear above (LMD's recipe: its
+  residuals are heavy-tailed near t = 1, docs/flowmaps.md);
 - learned: ``e^{−w(s,t)} L + w(s,t)`` with a small network ``w``.
 
 Derivatives use :func:`torch.func.jvp` on ``(x, s, t) ↦ X_{s,t}(x) = x + (t − s) v_θ(x, s, t)`` in fp32 with
