@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from flowmaps.app.evaluate import markdown_table
-from flowmaps.core.objectives.mapbase import lagrangian
+from flowmaps.core.objectives.mapbase import lagrangian_loss
 from flowmaps.io.files import write_text
 from flowmaps.run.build import load_run
 
@@ -39,8 +39,7 @@ def tails(run_dir: str, teacher_dir: str, n: int, seed: int) -> dict:
     s, t = torch.rand(n, generator=gen, dtype=torch.float64), torch.rand(n, generator=gen, dtype=torch.float64)
     s, t = torch.minimum(s, t).to(x1.dtype), torch.maximum(s, t).to(x1.dtype)
     with torch.no_grad():
-        x_t, dt_x = lagrangian(m, m.interp(x0, x1, s), s, t)
-        loss = (dt_x - b(x_t, t)).pow(2).flatten(1).mean(1)
+        loss = lagrangian_loss(m, m.interp(x0, x1, s), s, t, b)
     ranked = loss.sort(descending=True).values
     top = loss >= ranked[n // 100 - 1]
     return {"run": run_dir, "n": n, "mean": float(loss.mean()), "median": float(loss.median()),
