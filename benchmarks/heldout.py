@@ -28,7 +28,7 @@ from pathlib import Path
 from flowmaps.app.evaluate import evaluate
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
-from flowmaps.run.config import RESUMABLE, config_diff, load_config, parse_config, read_yaml
+from flowmaps.run.config import load_config, parse_config, read_yaml, training_diff
 from flowmaps.run.trainer import train
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ GRIDS = [[0], [0, 1], [0, 1, 3, 5]]
 PAIRS, ROOT, OUT = 150_000, "runs/heldout", "docs/benchmarks/heldout"  # pairs: as configs/checker_lmm.yaml advises
 
 
-def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overrides: list[str] = ()):
+def config(recipe: str, data: dict, root: Path, scale: float, overrides: list[str] = ()):
     tree = read_yaml((ROOT_DIR / "configs" / f"checker_{recipe}.yaml").read_text())
     tree["train"]["steps"] = max(1, round(tree["train"]["steps"] * scale))
     for budget in ("round_steps", "traj_bank"):  # the rounds and the trajectory bank scale with the steps
@@ -50,15 +50,14 @@ def config(recipe: str, data: dict, root: Path, scale: float, pairs: int, overri
             tree["objective"][budget] = max(1, round(tree["objective"][budget] * scale))
     if "teacher" in tree:
         tree["teacher"]["path"] = str(root / "fm")
-    if recipe in PAIRS_FROM:
-        source, solver, steps = PAIRS_FROM[recipe]
-        store = root / f"pairs_{source}_{solver}"
-        generate_pairs(pair_teacher(root / source, solver, steps), pairs, store, seed=0, shard_size=8192,
-                       progress=False)
-        tree["data"] = {"kind": "pairs", "path": str(store)}
-    else:
-        tree["data"] = data
+    tree["data"] = {"kind": "pairs", "path": str(pair_store(recipe, root))} if recipe in PAIRS_FROM else data
     return parse_config(tree, overrides if recipe in STUDENTS else ())
+
+
+def pair_store(recipe: str, root: Path) -> Path:
+    """Where a recipe trained on teacher pairs (:data:`PAIRS_FROM`) finds them under the set's ``root``."""
+    source, solver, _ = PAIRS_FROM[recipe]
+    return root / f"pairs_{source}_{solver}"
 
 
 def score(row: dict) -> float:
@@ -72,14 +71,17 @@ def run_set(name: str, args) -> dict:
     for recipe in [r for r in TEACHERS + list(STUDENTS) if r in needed]:  # teachers first
         run_dir = root / recipe
         cached = run_dir / f"heldout_eval_n{args.n}.json"
-        cfg = config(recipe, SETS[name], root, args.scale, args.pairs, args.set)
-        diff = config_diff(load_config(run_dir / "config.yaml"), cfg) if cached.is_file() else []
-        diff = [d for d in diff if not d.startswith(RESUMABLE)]
+        cfg = config(recipe, SETS[name], root, args.scale, args.set)
+        diff = training_diff(load_config(run_dir / "config.yaml"), cfg) if cached.is_file() else []
         if diff:
             raise SystemExit(f"{run_dir} was trained from another recipe than configs/checker_{recipe}.yaml now "
                              f"gives with these options ({'; '.join(diff[:3])}); use another --root")
         if not cached.is_file():
             print(f"[heldout] {name}/{recipe}", flush=True)
+            if recipe in PAIRS_FROM:
+                source, solver, steps = PAIRS_FROM[recipe]
+                generate_pairs(pair_teacher(root / source, solver, steps), args.pairs, pair_store(recipe, root),
+                               seed=0, shard_size=8192, progress=False)
             train(cfg, run_dir, resume=True, progress=False)
             run = load_run(run_dir)
             if recipe in TEACHERS:

@@ -71,6 +71,15 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
          "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "heldout"))
     runs = json.loads((tmp_path / "heldout.json").read_text())["runs"]["gmm8d"]
     assert {"fm", "edm", "lmd", "lsd", "meanflow", "lmm", "rf2"} <= set(runs)
+    _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "heldout"), "--n", "300", "--scale", "0.0005", "--out",
+         str(tmp_path / "board"))
+    board = json.loads((tmp_path / "board.json").read_text())["gmm8d"]
+    lmd = runs["lmd"]["rows"][1]["energy"] / runs["fm"]["rows"][0]["energy"]
+    assert board["lmd"]["ratio"] == pytest.approx(lmd)
+    assert set(board) == set(runs) - {"fm", "edm", "rf1", "otcfm", "botcfm"}  # every few-step recipe, none missing
+    _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "heldout"), "--n", "300", "--out",
+         str(tmp_path / "board1"))  # at another scale no run is the recipe as shipped: nothing counted
+    assert json.loads((tmp_path / "board1.json").read_text())["gmm8d"] == {}
     _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
          "--splits", "0.5", "--steps", "1,2", "--out", str(tmp_path / "segments"))
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]

@@ -42,9 +42,12 @@ class ExactMap(FlowMap):
         super().__init__(nn.Identity(), LINEAR, S0, 1.0, form="flowmap")
         self.eps = eps
 
-    def v(self, x, s, t, label=None):
+    def exact_v(self, x, s, t):
         k = (S0**2 * (t + s - 2) + C**2 * (t + s)) / (sig(s) * (sig(t) + sig(s)))
-        return MU + bcast(k, x) * (x - bcast(s, x) * MU) + self.eps
+        return MU + bcast(k, x) * (x - bcast(s, x) * MU)
+
+    def v(self, x, s, t, label=None):
+        return self.exact_v(x, s, t) + self.eps
 
 
 class OffDiagonalError(ExactMap):
@@ -52,7 +55,7 @@ class OffDiagonalError(ExactMap):
     of ``s < t`` do not."""
 
     def v(self, x, s, t, label=None):
-        return ExactMap.v(self, x, s, t) + self.eps * bcast(t - s, x)
+        return self.exact_v(x, s, t) + self.eps * bcast(t - s, x)
 
 
 def gauss_objective(method, **opts):
@@ -450,3 +453,13 @@ def test_pfmm_rejects_square_and_teacher_needs_a_mixture():
     with pytest.raises(ConfigError, match="analytic"):
         parse_config({"objective": {"method": "lmd"}, "teacher": {"kind": "analytic"}})  # toy data
 
+
+def test_trajectory_term_under_the_adaptive_weight():
+    """``traj_adaptive``: each trajectory residual ``L`` (here ``ε² h²`` per entry on a step of length h, the map
+    being off by ``ε (t − s)``) weighted as the map loss's, ``L / (D L + c)^p``; the logged value stays unweighted."""
+    eps, c = 0.2, 1e-3
+    obj = gauss_objective("lmd", traj_frac=0.5, traj_substeps=2, adaptive_p=0.5, adaptive_c=c, traj_adaptive=True)
+    term, raw = obj.trajectory_loss(OffDiagonalError(eps), GAUSS.sample(256).float(), None, 0)
+    per_n = [eps**2 / n**2 for n in (1, 2, 4)]  # grid_steps 1, 2, 4, each weighted 1/3
+    assert raw == pytest.approx(sum(per_n) / 3, rel=1e-3)
+    assert float(term) == pytest.approx(sum(v / (2 * v + c) ** 0.5 for v in per_n) / 3, rel=1e-3)

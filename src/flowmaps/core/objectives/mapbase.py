@@ -188,14 +188,18 @@ class MapObjective(Objective):
         s, t, n_diag = self.draw_times(x1.shape[0], step, x1.device)
         return x0, x1, label, s, t, n_diag
 
+    def adaptive(self, losses: Tensor) -> Tensor:
+        """Each sample's loss ``L`` times ``sg(1/(‖Δ‖² + c)^p)``, ``‖Δ‖² = D · L`` (p = ``adaptive_p``; 0: ``L``)."""
+        if not self.opts.adaptive_p:
+            return losses
+        size = math.prod(self.ctx.shape)
+        return losses / (size * losses.detach() + self.opts.adaptive_c) ** self.opts.adaptive_p
+
     def combine(self, losses: Tensor, s: Tensor, t: Tensor, n_diag: int) -> Loss:
         """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ`` the weighted loss (module docstring)."""
         logs: dict[str, float] = {}
         terms = []
-        weighted = losses
-        if self.opts.adaptive_p:
-            size = math.prod(self.ctx.shape)
-            weighted = losses / (size * losses.detach() + self.opts.adaptive_c) ** self.opts.adaptive_p
+        weighted = self.adaptive(losses)
         for name, sl in (("diag", slice(0, n_diag)), ("off", slice(n_diag, None))):
             part = weighted[sl]
             if part.numel() == 0:

@@ -38,6 +38,8 @@ class TrajectoryOptions(MapOptions):
                                "grid_steps")
     traj_bank: int = Field(0, ge=0, description="trajectory term: trajectories solved at once and drawn from at "
                            "every step (0: fresh solves at every step); unconditional models only")
+    traj_adaptive: bool = Field(False, description="trajectory term: weight each residual by the adaptive weight "
+                                "(adaptive_p) as the map loss's")
     traj_refresh: int = Field(0, ge=0, description="trajectory bank: steps between solves of the model's own "
                               "velocity (self-distillation; 0 with a fixed teacher, solved once)")
 
@@ -91,14 +93,14 @@ class TrajectoryObjective(MapObjective):
         out = self.map_loss(model, {k: v[: n - n_traj] for k, v in batch.items()}, step)
         if not n_traj:
             return out
-        traj = self.trajectory_loss(model, batch["x1"][n - n_traj:],
-                                    take(batch.get("label"), slice(n - n_traj, n)), step)
-        out.logs["traj"] = float(traj.detach())
+        traj, out.logs["traj"] = self.trajectory_loss(model, batch["x1"][n - n_traj:],
+                                                      take(batch.get("label"), slice(n - n_traj, n)), step)
         return Loss(out.value + traj, out.logs, out.aux)
 
-    def trajectory_loss(self, model, like: Tensor, label: Tensor | None, step: int) -> Tensor:
+    def trajectory_loss(self, model, like: Tensor, label: Tensor | None, step: int) -> tuple[Tensor, float]:
         """``|(X_{s,t}(x_s) − x_t)/(t − s)|²`` on trajectories of :meth:`velocity` (fresh, or drawn from the bank),
-        averaged over the steps ``[k/N, (k + 1)/N]`` of each N-step sampler and then over N in ``grid_steps``."""
+        averaged over the steps ``[k/N, (k + 1)/N]`` of each N-step sampler and then over N in ``grid_steps``: the
+        term (each residual under the adaptive weight with ``traj_adaptive``) and its unweighted value."""
         o = self.opts
         finest = math.lcm(*o.grid_steps)
         grid = uniform_grid(finest * o.traj_substeps, self.ctx.t0).to(like.device)
@@ -119,7 +121,9 @@ class TrajectoryObjective(MapObjective):
         lab = None if label is None else label.repeat(len(steps))
         gap = (t - s).view(-1, *[1] * (like.dim() - 1))
         per = per_sample_mse((model(x_s, s, t, lab) - x_t) / gap, torch.zeros_like(x_t)).view(len(steps), m)
-        return (w.to(per.dtype) * per.mean(1)).sum()
+        w = w.to(per.dtype)
+        term = (w * (self.adaptive(per) if o.traj_adaptive else per).mean(1)).sum()
+        return term, float((w * per.detach().mean(1)).sum())
 
     def noise(self, e: Tensor) -> Tensor:
         """The solve's starting state for standard noise ``e``: ``σ0 e``, scaled by ``α_{t0}`` when t0 > 0."""

@@ -1,0 +1,96 @@
+"""The held-out family in one table: for every few-step recipe and every set of ``benchmarks/heldout.py``, its
+N = 2 score over its teacher's, from the newest run under ``--runs`` that was trained from the recipe as it is
+shipped now, on a teacher trained from its recipe as shipped now. Nothing is trained: a run of an earlier recipe,
+of another ``--scale`` (1 unless given) or with ``--set`` overrides that the recipe does not have is not
+counted, and a cell without a current run stays empty (not run). Target as heldout.py's: ≤ 1.5× the teacher.
+
+    python benchmarks/scoreboard.py --runs 'runs/*' --out docs/benchmarks/heldout_scoreboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+from flowmaps.run.config import load_config, training_diff
+from heldout import SETS, STUDENTS, config, score
+
+LIMIT = 1.5
+
+
+def current(run: Path, recipe: str, name: str, n: int, scale: float) -> dict | None:
+    """The cached evaluation of ``run`` if it holds one and was trained from ``recipe``'s config as shipped now."""
+    cached = run / f"heldout_eval_n{n}.json"
+    if not (cached.is_file() and (run / "config.yaml").is_file()):
+        return None
+    if training_diff(load_config(run / "config.yaml"), config(recipe, SETS[name], run.parent, scale)):
+        return None
+    return {**json.loads(cached.read_text()), "mtime": cached.stat().st_mtime}
+
+
+def collect(roots: list[Path], n: int, scale: float = 1.0) -> dict:
+    """``{set: {recipe: cell}}``, each cell the newest current run's scores, its teacher's and the ratio."""
+    board: dict = {name: {} for name in SETS}
+    for root in roots:
+        for name in SETS:
+            for recipe, teacher in STUDENTS.items():
+                run = current(root / name / recipe, recipe, name, n, scale)
+                ref = current(root / name / teacher, teacher, name, n, scale) if run else None
+                if run is None or ref is None:
+                    continue
+                cell = {"run": str(root / name / recipe), "scores": [score(r) for r in run["rows"]],
+                        "teacher": score(ref["rows"][0]), "mtime": run["mtime"]}
+                cell["ratio"] = cell["scores"][1] / cell["teacher"]
+                if recipe not in board[name] or cell["mtime"] > board[name][recipe]["mtime"]:
+                    board[name][recipe] = cell
+    return board
+
+
+def render(board: dict, command: str) -> str:
+    sets = [s for s in SETS if board[s]]
+    lines = ["# The held-out family, every shipped recipe as it is now", "", f"Command: `{command}`", "",
+             "Each cell: the N = 2 score over the teacher's (KL on the 50×50 grid in 2-D, energy distance in 8 and 32 "
+             f"dimensions; 64,000 samples), from the newest run trained from the recipe as shipped; target ≤ {LIMIT}× "
+             "(misses in bold); empty: no run of the current recipe. Teachers: the flow-matching one for the flow "
+             "maps, EDM for lines matching, 1-RF for 2-RF.", "",
+             "| recipe | " + " | ".join(sets) + " | met |", "|---|" + "---|" * (len(sets) + 1)]
+    for recipe in STUDENTS:
+        cells = [board[s].get(recipe) for s in sets]
+        if not any(cells):
+            continue
+        text = ["" if c is None else (f"{c['ratio']:.2f}" if c["ratio"] <= LIMIT else f"**{c['ratio']:.2f}**")
+                for c in cells]
+        ran = [c for c in cells if c]
+        met = sum(c["ratio"] <= LIMIT for c in ran)
+        lines.append(f"| {recipe} | " + " | ".join(text) + f" | {met} of {len(ran)} |")
+    lines += ["", "Runs (N = 1 / 2 / 4; teacher):", ""]
+    for s in sets:
+        for recipe, c in board[s].items():
+            scores = " / ".join(f"{v:.3g}" for v in c["scores"])
+            lines.append(f"- {s}, {recipe}: {scores}; teacher {c['teacher']:.3g} (`{c['run']}`)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", default=["runs/*"], help="heldout.py roots (globs allowed)")
+    p.add_argument("--n", type=int, default=64_000, help="samples per score, as given to heldout.py")
+    p.add_argument("--scale", type=float, default=1.0, help="count runs of heldout.py at this --scale only")
+    p.add_argument("--out", default="docs/benchmarks/heldout_scoreboard")
+    args = p.parse_args()
+    roots = sorted({Path(r) for pattern in args.runs for r in glob.glob(pattern) if Path(r).is_dir()})
+    board = collect(roots, args.n, args.scale)
+    command = ("python benchmarks/scoreboard.py --runs " + " ".join(f"'{r}'" for r in args.runs)
+               + (f" --n {args.n}" if args.n != 64_000 else "")
+               + (f" --scale {args.scale:g}" if args.scale != 1 else "") + f" --out {args.out}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(board, indent=1))
+    out.with_suffix(".md").write_text(render(board, command))
+    print(render(board, command))
+
+
+if __name__ == "__main__":
+    main()
