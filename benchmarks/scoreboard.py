@@ -48,11 +48,11 @@ def collect(roots: list[Path], n: int, scale: float = 1.0) -> dict:
     return board
 
 
-def render(board: dict, command: str) -> str:
+def render(board: dict, command: str, n: int) -> str:
     sets = [s for s in SETS if board[s]]
     lines = ["# The held-out family, every shipped recipe as it is now", "", f"Command: `{command}`", "",
              "Each cell: the N = 2 score over the teacher's (KL on the 50×50 grid in 2-D, energy distance in 8 and 32 "
-             f"dimensions; 64,000 samples), from the newest run trained from the recipe as shipped; target ≤ {LIMIT}× "
+             f"dimensions; {n:,} samples), from the newest run trained from the recipe as shipped; target ≤ {LIMIT}× "
              "(misses in bold); empty: no run of the current recipe. Teachers: the flow-matching one for the flow "
              "maps, EDM for lines matching, 1-RF for 2-RF.", "",
              "| recipe | " + " | ".join(sets) + " | met |", "|---|" + "---|" * (len(sets) + 1)]
@@ -88,8 +88,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(board, indent=1))
-    out.with_suffix(".md").write_text(render(board, command))
-    print(render(board, command))
+    out.with_suffix(".md").write_text(render(board, command, args.n))
+    print(render(board, command, args.n))
 
 
 if __name__ == "__main__":
