@@ -258,6 +258,27 @@ def test_stochastic_losses_are_smallest_at_the_exact_map(method):
     assert losses[0] < min(losses[1:]), losses
 
 
+def test_meanflow_tangent_warmup_ramps_the_target_from_flow_matching_to_meanflows():
+    """``tangent_warmup: W``: at step 0 the target is İ_s alone, at W/2 half the derivative term, from W on the
+    plain MeanFlow target (the loss is quadratic in the ramp, so three steps pin it)."""
+    batch = {"x1": GAUSS.sample(512)}
+    model = ExactMap(0.05)
+
+    def loss(step, **kw):
+        torch.manual_seed(4)
+        return float(gauss_objective("meanflow", eta=0.0, **kw).loss(model, batch, step).value)
+
+    torch.manual_seed(4)
+    obj = gauss_objective("meanflow", eta=0.0)
+    x0, x1, _, s, t, _ = obj.draw(batch, 0)
+    xs, dxs = obj.ctx.interp(x0, x1, s), obj.ctx.interp.derivative(x0, x1, s)
+    v, dv = jvp_map(model.v, xs, s, t, dxs, 1.0, 0.0)
+    for ramp, step in ((0.0, 0), (0.5, 50), (1.0, 100), (1.0, 300)):
+        want = float(((v - dxs - ramp * (t - s)[:, None] * dv) ** 2).mean())
+        assert loss(step, tangent_warmup=100) == pytest.approx(want, rel=1e-5), (ramp, step)
+    assert loss(300, tangent_warmup=100) == pytest.approx(loss(300), rel=1e-6)
+
+
 def test_fmm_reconstruction_term_vanishes_at_the_exact_map():
     x, s, t = torch.randn(256, 2), torch.rand(256), torch.rand(256)
     m = ExactMap()

@@ -23,7 +23,9 @@ the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ
 samples use the one formula. Its residual is ``−(∂_s X + ∇X · İ_s)``: the Eulerian flow-map condition. Its
 paper (*Mean Flows for One-step Generative Modeling*, Geng, Deng, Bai, Kolter and He) trains it with the adaptive
 loss weight and logit-normal times (:mod:`.mapbase`), options here: on the 2-D benchmarks they made the one-step
-map worse (docs/benchmarks/meanflow_2d.md), so they are not the default.
+map worse (docs/benchmarks/meanflow_2d.md), so they are not the default. ``tangent_warmup: W`` scales the target's
+derivative term by ``min(1, step / W)`` (the tangent warmup of *Simplifying, Stabilizing and Scaling
+Continuous-Time Consistency Models*, Lu and Song): flow matching at first, MeanFlow's target from step W on.
 """
 
 from __future__ import annotations
@@ -108,13 +110,16 @@ class MeanFlow(MapObjective):
 
     class Config(MapOptions):
         eta: float = Field(0.75, ge=0, le=1, description="fraction of the batch with s = t")
+        tangent_warmup: int = Field(0, ge=0, description="steps over which the target's (t − s) d/ds v term "
+                                    "ramps from 0 to 1 (0: whole from the start)")
 
     def loss(self, model, batch, step):
         x0, x1, label, s, t, k = self.draw(batch, step)
         interp = self.ctx.interp
         xs, dxs = interp(x0, x1, s), interp.derivative(x0, x1, s)
         v, dv = jvp_map(model.v, xs, s, t, dxs, 1.0, 0.0, label)
-        target = (dxs + bcast(t - s, xs) * dv).detach()
+        ramp = min(1.0, step / self.opts.tangent_warmup) if self.opts.tangent_warmup else 1.0
+        target = (dxs + ramp * bcast(t - s, xs) * dv).detach()
         return self.combine(per_sample_mse(v, target), s, t, k)
 
 
