@@ -8,7 +8,9 @@ Loss weights, on each sample's loss ``L`` (the mean square of its residual Δ ov
 - adaptive (MeanFlow's): ``sg(w) · L`` with ``w = 1/(‖Δ‖² + c)^p``, ``‖Δ‖² = D · L`` (p = 0: the plain loss;
   proportional to the paper's ``sg(w) ‖Δ‖²``, by 1/D); p = 1/2 has the gradient of the pseudo-Huber loss
   ``(2/D)(sqrt(‖Δ‖² + c) − sqrt(c))``, quadratic below ``‖Δ‖ ≈ sqrt(c)`` and linear above (LMD's recipe: its
-  residuals are heavy-tailed near t = 1, docs/flowmaps.md);
+  residuals are heavy-tailed near t = 1, docs/flowmaps.md). It keeps the minimizer only where the target is
+  deterministic; a diagonal that regresses the conditional velocity (``weigh_diagonal = False``: the
+  self-distillations) stays unweighted, since the weighted optimum of a stochastic target is not its mean;
 - learned: ``e^{−w(s,t)} L + w(s,t)`` with a small network ``w``.
 
 Derivatives use :func:`torch.func.jvp` on ``(x, s, t) ↦ X_{s,t}(x) = x + (t − s) v_θ(x, s, t)`` in fp32 with
@@ -23,7 +25,7 @@ The network's gradients flow through the JVP's output (reverse over forward), so
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -151,6 +153,7 @@ class MapObjective(Objective):
     form = "flowmap"
     jvp = True
     Config = MapOptions
+    weigh_diagonal: ClassVar[bool] = True  # False: the adaptive weight skips the diagonal (a stochastic target)
 
     def __init__(self, opts, ctx) -> None:
         super().__init__(opts, ctx)
@@ -199,7 +202,8 @@ class MapObjective(Objective):
         """``mean_diag ℓ + mean_off ℓ`` over the parts present, ``ℓ`` the weighted loss (module docstring)."""
         logs: dict[str, float] = {}
         terms = []
-        weighted = self.adaptive(losses)
+        weighted = (self.adaptive(losses) if self.weigh_diagonal
+                    else torch.cat([losses[:n_diag], self.adaptive(losses[n_diag:])]))
         for name, sl in (("diag", slice(0, n_diag)), ("off", slice(n_diag, None))):
             part = weighted[sl]
             if part.numel() == 0:

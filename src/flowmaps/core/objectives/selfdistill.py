@@ -14,8 +14,9 @@ on ``s < t``, distills the model's own velocity ``v(·, t, t)`` into the off-dia
 
 Each may add the trajectory term (``traj_frac``, :mod:`.trajectory`) on RK4 solves of the model's own velocity
 ``v(·, t, t)``: the samplers' long jumps then regress onto the trajectories of the diagonal they are built from,
-not only onto its tangent; a bank of them is solved again every ``traj_refresh`` steps. Off in the recipes: on
-LSD's held-out rings and spirals it made the 2-step maps worse (docs/flowmaps.md).
+not only onto its tangent; a bank of them is solved again every ``traj_refresh`` steps. In PSD's recipes (their
+one-step map, composed of shorter ones, otherwise carries their summed error); before the OT coupling it made
+LSD's 2-step maps worse on held-out rings and spirals (docs/flowmaps.md).
 
 **MeanFlow** is the Eulerian form written for the average velocity ``v(x, s, t) = (X_{s,t}(x) − x)/(t − s)`` with
 the conditional velocity İ_s in place of the model's: ``|v(I_s, s, t) − sg(İ_s + (t − s) d/ds v(I_s, s, t))|²``,
@@ -51,6 +52,7 @@ class SelfDistillOptions(TrajectoryOptions):
 class _SelfDistill(TrajectoryObjective):
     Config = SelfDistillOptions
     own_velocity = True
+    weigh_diagonal = False  # the diagonal regresses İ_s, a stochastic target: the adaptive weight is off-diagonal
 
     def velocity(self, model):
         return diagonal(model)
