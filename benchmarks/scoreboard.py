@@ -4,7 +4,12 @@ shipped now, on a teacher trained from its recipe as shipped now. Nothing is tra
 of another ``--scale`` (1 unless given) or with ``--set`` overrides that the recipe does not have is not
 counted, and a cell without a current run stays empty (not run). Target as heldout.py's: ≤ 1.5× the teacher.
 
-    python benchmarks/scoreboard.py --runs 'runs/*' --out docs/benchmarks/heldout_scoreboard
+Runs are scratch, the board is not: with ``--base`` (an earlier board's JSON) its cells stay, unless a newer current
+run replaces them or the config they were trained from (each cell keeps its run's and its teacher's) is no longer
+the recipe's as shipped, so a board can be brought up to date from the runs of one session.
+
+    python benchmarks/scoreboard.py --runs 'runs/*' --base docs/benchmarks/heldout_scoreboard.json \
+        --out docs/benchmarks/heldout_scoreboard
 """
 
 from __future__ import annotations
@@ -14,25 +19,48 @@ import glob
 import json
 from pathlib import Path
 
-from flowmaps.run.config import load_config, training_diff
+from flowmaps.io.files import atomic_write
+from flowmaps.run.config import RunConfig, load_config, parse_config, training_diff
 from heldout import SETS, STUDENTS, config, score
 
 LIMIT = 1.5
 
 
+def shipped(cfg: RunConfig, recipe: str, name: str, root: Path, scale: float) -> bool:
+    """Whether ``cfg`` trains as ``recipe``'s config as shipped now on set ``name`` under ``root``."""
+    return not training_diff(cfg, config(recipe, SETS[name], root, scale))
+
+
 def current(run: Path, recipe: str, name: str, n: int, scale: float) -> dict | None:
-    """The cached evaluation of ``run`` if it holds one and was trained from ``recipe``'s config as shipped now."""
+    """The cached evaluation of ``run`` and its config if it holds one and was trained from ``recipe``'s config as
+    shipped now."""
     cached = run / f"heldout_eval_n{n}.json"
     if not (cached.is_file() and (run / "config.yaml").is_file()):
         return None
-    if training_diff(load_config(run / "config.yaml"), config(recipe, SETS[name], run.parent, scale)):
+    cfg = load_config(run / "config.yaml")
+    if not shipped(cfg, recipe, name, run.parent, scale):
         return None
-    return {**json.loads(cached.read_text()), "mtime": cached.stat().st_mtime}
+    return {**json.loads(cached.read_text()), "mtime": cached.stat().st_mtime, "config": cfg.model_dump(mode="json")}
 
 
-def collect(roots: list[Path], n: int, scale: float = 1.0) -> dict:
-    """``{set: {recipe: cell}}``, each cell the newest current run's scores, its teacher's and the ratio."""
+def kept(base: dict, scale: float) -> dict:
+    """The cells of an earlier board whose run and teacher were trained from their recipes as shipped now."""
     board: dict = {name: {} for name in SETS}
+    for name, cells in base.items():
+        for recipe, cell in cells.items():
+            if name not in SETS or recipe not in STUDENTS or "config" not in cell:
+                continue
+            root = Path(cell["run"]).parent
+            if (shipped(parse_config(cell["config"]), recipe, name, root, scale)
+                    and shipped(parse_config(cell["teacher_config"]), STUDENTS[recipe], name, root, scale)):
+                board[name][recipe] = cell
+    return board
+
+
+def collect(roots: list[Path], n: int, scale: float = 1.0, base: dict | None = None) -> dict:
+    """``{set: {recipe: cell}}``, each cell the newest current run's scores, its teacher's and the ratio (and both
+    configs), over the kept cells of ``base``."""
+    board = kept(base or {}, scale)
     for root in roots:
         for name in SETS:
             for recipe, teacher in STUDENTS.items():
@@ -41,7 +69,8 @@ def collect(roots: list[Path], n: int, scale: float = 1.0) -> dict:
                 if run is None or ref is None:
                     continue
                 cell = {"run": str(root / name / recipe), "scores": [score(r) for r in run["rows"]],
-                        "teacher": score(ref["rows"][0]), "mtime": run["mtime"]}
+                        "teacher": score(ref["rows"][0]), "mtime": run["mtime"], "config": run["config"],
+                        "teacher_config": ref["config"]}
                 cell["ratio"] = cell["scores"][1] / cell["teacher"]
                 if recipe not in board[name] or cell["mtime"] > board[name][recipe]["mtime"]:
                     board[name][recipe] = cell
@@ -78,17 +107,26 @@ def main() -> None:
     p.add_argument("--runs", nargs="+", default=["runs/*"], help="heldout.py roots (globs allowed)")
     p.add_argument("--n", type=int, default=64_000, help="samples per score, as given to heldout.py")
     p.add_argument("--scale", type=float, default=1.0, help="count runs of heldout.py at this --scale only")
+    p.add_argument("--base", help="an earlier board's JSON whose cells stay while current (see above)")
     p.add_argument("--out", default="docs/benchmarks/heldout_scoreboard")
     args = p.parse_args()
     roots = sorted({Path(r) for pattern in args.runs for r in glob.glob(pattern) if Path(r).is_dir()})
-    board = collect(roots, args.n, args.scale)
+    base = None
+    if args.base:
+        try:
+            base = json.loads(Path(args.base).read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--base {args.base}: not a board's JSON ({err})") from None
+    board = collect(roots, args.n, args.scale, base)
     command = ("python benchmarks/scoreboard.py --runs " + " ".join(f"'{r}'" for r in args.runs)
+               + (f" --base {args.base}" if args.base else "")
                + (f" --n {args.n}" if args.n != 64_000 else "")
                + (f" --scale {args.scale:g}" if args.scale != 1 else "") + f" --out {args.out}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(board, indent=1))
-    out.with_suffix(".md").write_text(render(board, command, args.n))
+    for path, text in ((out.with_suffix(".json"), json.dumps(board, indent=1)),
+                       (out.with_suffix(".md"), render(board, command, args.n))):
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))  # --base may be --out
     print(render(board, command, args.n))
 
 

@@ -80,6 +80,10 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
     _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "heldout"), "--n", "300", "--out",
          str(tmp_path / "board1"))  # at another scale no run is the recipe as shipped: nothing counted
     assert json.loads((tmp_path / "board1.json").read_text())["gmm8d"] == {}
+    for scale, kept in (("0.0005", set(board)), ("1", set())):  # the runs gone, a board keeps its current cells
+        _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "none"), "--base", str(tmp_path / "board.json"),
+             "--n", "300", "--scale", scale, "--out", str(tmp_path / "board2"))
+        assert set(json.loads((tmp_path / "board2.json").read_text())["gmm8d"]) == kept
     _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
          "--splits", "0.5", "--steps", "1,2", "--out", str(tmp_path / "segments"))
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]

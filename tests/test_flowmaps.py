@@ -132,7 +132,8 @@ def test_off_diagonal_residual_vanishes_at_the_exact_map(method, opts):
 
 
 @pytest.mark.parametrize("method,bank,refresh", [("lmd", 0, 0), ("emd", 0, 0), ("lmd", 4096, 0), ("lsd", 0, 0),
-                                                 ("lsd", 4096, 10), ("psdm", 0, 0), ("psdu", 4096, 10)])
+                                                 ("lsd", 4096, 10), ("psdm", 0, 0), ("psdu", 4096, 10),
+                                                 ("fmm", 4096, 10)])
 def test_trajectory_term_vanishes_at_the_exact_map_only(method, bank, refresh):
     """The velocity's RK4 states at the samplers' steps (the teacher's, or the model's own diagonal for
     self-distillation) are the exact map's images, up to RK4's error, whether solved at every step or drawn from

@@ -2,7 +2,9 @@
 
 - **FMM** (flow map matching, from data only), over the full square of (s, t) so the backward map is learned
   too: with ``y = X_{t,s}(I_t)``, ``|∂_t X_{s,t}(y) − İ_t|² + |X_{s,t}(y) − I_t|²`` (``∂_t`` at fixed y; one JVP
-  with tangent (0, 0, 1) gives both ``X_{s,t}(y)`` and ``∂_t X_{s,t}(y)``).
+  with tangent (0, 0, 1) gives both ``X_{s,t}(y)`` and ``∂_t X_{s,t}(y)``). Its diagonal ``s = t`` is flow
+  matching's loss on ``v(·, t, t)``, so the trajectory term may solve that velocity as the self-distillations do
+  (``traj_refresh`` steps between solves of the bank).
 - **PFMM** (progressive flow map matching): ``|X_{s,t}(I_s) − X̌_{u,t}(X̌_{s,u}(I_s))|²``, ``u = (s + t)/2``, where
   ``X̌`` is a frozen map valid on ``|t − s| ≤ δ``. Round 0 uses one step of the velocity teacher by ``base``
   (Euler, ``X̌_{s,u}(x) = x + (u − s) b_s(x)``, as in the paper; Heun; RK4), with ``δ = 2^{−rounds}``; each round
@@ -27,17 +29,22 @@ from pydantic import Field, model_validator
 
 from ..sampling import step as ode_step
 from . import per_sample_mse
-from .mapbase import MapObjective, MapOptions, lagrangian, take
-from .trajectory import TrajectoryObjective, TrajectoryOptions
+from .mapbase import lagrangian, take
+from .trajectory import TrajectoryObjective, TrajectoryOptions, diagonal
 
 
-class FMM(MapObjective):
+class FMM(TrajectoryObjective):
     """Teacher-free flow map matching on the square of (s, t)."""
 
-    class Config(MapOptions):
+    own_velocity = True
+
+    class Config(TrajectoryOptions):
         square: bool = True
 
-    def loss(self, model, batch, step):
+    def velocity(self, model):
+        return diagonal(model)
+
+    def map_loss(self, model, batch, step):
         x0, x1, label, s, t, n_diag = self.draw(batch, step)
         interp = self.ctx.interp
         x_t, dx_t = interp(x0, x1, t), interp.derivative(x0, x1, t)

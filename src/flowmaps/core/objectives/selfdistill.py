@@ -37,12 +37,7 @@ from pydantic import Field
 from ..paths import bcast
 from . import per_sample_mse
 from .mapbase import MapObjective, MapOptions, eulerian_loss, jvp_map, lagrangian_loss, take
-from .trajectory import TrajectoryObjective, TrajectoryOptions
-
-
-def diagonal(model):
-    """The model's own velocity on the diagonal, ``b(x, t) = v_θ(x, t, t)``: the self-distillation teacher."""
-    return lambda x, t, label=None: model.v(x, t, t, label)
+from .trajectory import TrajectoryObjective, TrajectoryOptions, diagonal
 
 
 class SelfDistillOptions(TrajectoryOptions):

@@ -1,5 +1,5 @@
 """The trajectory term shared by the map objectives that have a velocity to solve: a distilled teacher ``b_t``
-(LMD, EMD, PFMM) or the model's own diagonal ``v(·, t, t)`` (LSD, ESD, PSD).
+(LMD, EMD, PFMM) or the model's own diagonal ``v(·, t, t)`` (LSD, ESD, PSD, FMM).
 
 A share ``traj_frac`` of the batch is fresh noise carried through ``dx/dt = b(x, t)`` by RK4 (``traj_substeps``
 steps per step of the finest sampler in ``grid_steps``); the map regresses onto the solve's own states on every
@@ -50,6 +50,11 @@ class TrajectoryOptions(MapOptions):
         if self.traj_refresh and not self.traj_bank:
             raise ValueError("traj_refresh re-solves the trajectory bank; set traj_bank > 0 or traj_refresh: 0")
         return self
+
+
+def diagonal(model) -> Velocity:
+    """The model's own velocity on the diagonal, ``b(x, t) = v_θ(x, t, t)``: the teacher-free objectives' teacher."""
+    return lambda x, t, label=None: model.v(x, t, t, label)
 
 
 @torch.no_grad()
