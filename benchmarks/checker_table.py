@@ -26,6 +26,7 @@ import torch
 
 from flowmaps.app.evaluate import evaluate
 from flowmaps.core.metrics import kl_histogram
+from flowmaps.io.files import write_report, write_text
 from flowmaps.run.build import load_run
 from flowmaps.run.config import load_config
 from flowmaps.run.trainer import train
@@ -60,7 +61,7 @@ def cached(path: Path, compute) -> list[dict]:
         return json.loads(path.read_text())
     rows = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows))
+    write_text(path, json.dumps(rows))
     return rows
 
 
@@ -111,8 +112,7 @@ def main() -> None:
         result["methods"][m] = {"train_s": secs, "rows": ev, "net": net(run.cfg), "steps": run.cfg.train.steps,
                                 "batch": run.cfg.train.batch_size}
         print(f"[checker_table] {m}: {secs:.0f} s, KL " + " ".join(fmt(r["kl"]) for r in ev), flush=True)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(render(result, args, steps))
+        write_report(out, result, render(result, args, steps))
     print(render(result, args, steps))
 
 

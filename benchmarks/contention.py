@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from flowmaps.app.evaluate import markdown_table, save_rows
+from flowmaps.io.files import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "checker_fm.yaml"
@@ -108,10 +109,10 @@ def main() -> None:
     save_rows(args.out, rows)
     command = "python benchmarks/contention.py " + " ".join(sys.argv[1:])
     meta = {"cpus": os.cpu_count(), "steps": args.steps, "rounds": args.rounds, "command": command}
-    Path(args.out).with_name(Path(args.out).name + "_meta.json").write_text(json.dumps(meta, indent=1))
+    write_text(Path(args.out).with_name(Path(args.out).name + "_meta.json"), json.dumps(meta, indent=1))
     table = markdown_table(rows, f"training beside a busy 2-thread process, {os.cpu_count()} CPUs, "
                                  f"{args.steps} steps, median of {args.rounds} (`{command.strip()}`)")
-    Path(args.out).with_suffix(".md").write_text(table)
+    write_text(Path(args.out).with_suffix(".md"), table)
     print(table)
 
 

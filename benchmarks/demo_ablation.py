@@ -30,6 +30,7 @@ import torch
 from flowmaps.app import demo as D
 from flowmaps.app.evaluate import markdown_table, measure, run_sampler
 from flowmaps.core.sampling import noise
+from flowmaps.io.files import write_report
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
 from flowmaps.run.config import parse_config
@@ -102,10 +103,6 @@ def main() -> None:
             row[f"N={k}"] = v[0] if len(v) == 1 else f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
         rows.append(row | ({"seeds": {f"N={k}": v for k, v in kl.items()}} if len(seeds) > 1 else {}))
         print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "threads": torch.get_num_threads(),
-                                                    "rows": rows}, indent=1))
     command = (f"OMP_NUM_THREADS=1 python benchmarks/demo_ablation.py --demo {args.demo}"
                + (f" --rows {args.rows}" if args.rows != ",".join(ROWS) else "")
                + (f" --seeds {args.seeds}" if args.seeds != "0" else "")
@@ -113,7 +110,7 @@ def main() -> None:
     table = markdown_table([{k: v for k, v in r.items() if k != "seeds"} for r in rows],
                            f"The demo's students, one change at a time: KL(target ‖ model), {args.n} samples "
                            f"(`{command}`)")
-    out.with_suffix(".md").write_text(table + "\n")
+    write_report(args.out, {"args": vars(args), "threads": torch.get_num_threads(), "rows": rows}, table + "\n")
     print(table)
 
 

@@ -37,6 +37,7 @@ from flowmaps.app.evaluate import markdown_table, run_sampler
 from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance
 from flowmaps.core.sampling import class_labels, noise
 from flowmaps.data.images import load_digits, split
+from flowmaps.io.files import write_report, write_text
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, open_teacher, pair_teacher
 from flowmaps.run.config import load_config
@@ -110,7 +111,7 @@ def main() -> None:
         if time.time() - start > 10:  # a stage found finished keeps the time it took when it ran
             clock[name] = round(time.time() - start)
             latest = json.loads(clock_path.read_text()) if clock_path.is_file() else {}
-            clock_path.write_text(json.dumps({**latest, name: clock[name]}, indent=1))
+            write_text(clock_path, json.dumps({**latest, name: clock[name]}, indent=1))
 
     def steps(cfg_name: str) -> int:
         return max(1, round(load_config(ROOT_DIR / "configs" / f"{cfg_name}.yaml").train.steps * args.scale))
@@ -179,17 +180,15 @@ def evaluate(args, root: Path, folder: Path, scales: list[float], clock: dict) -
             ok = r["fd / teacher"] <= TARGETS[n_steps]
             verdicts.append(f"{r['model']} w={r['guidance']:g} N={n_steps}: {r['fd / teacher']:.3f}× the teacher "
                             f"(target ≤ {TARGETS[n_steps]}×): {'met' if ok else 'NOT met'}")
-    out = Path(args.out)
     meta = {"pairs": args.pairs, "n": args.n, "seeds": args.seeds, "w": args.w, "teacher_steps": args.teacher_steps,
             "scale": args.scale, "lmd_steps": args.lmd_steps, "seconds": clock,
             "total_minutes": round(sum(clock.values()) / 60, 1),
             "verdicts": verdicts, "rows": table}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     title = (f"Digits 8×8, diffusers teacher distilled, {args.n} samples × {args.seeds} noise seeds, "
              "FD (digits classifier)")
     text = markdown_table(table, title)
-    out.with_suffix(".md").write_text(f"{text}\n" + "\n".join(f"- {v}" for v in verdicts) +
-                                      f"\n\nWall clock per stage (s): {clock}\n")
+    write_report(args.out, meta, f"{text}\n" + "\n".join(f"- {v}" for v in verdicts)
+                 + f"\n\nWall clock per stage (s): {clock}\n")
     print(text)
     print("\n".join(verdicts))
 

@@ -29,6 +29,7 @@ from flowmaps.app.evaluate import markdown_table, run_sampler, save_rows
 from flowmaps.app.plots import image_panels
 from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance
 from flowmaps.core.sampling import noise
+from flowmaps.io.files import write_text
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
 from flowmaps.run.config import load_config
@@ -135,7 +136,7 @@ def main() -> None:
     meta = {"scale": args.scale, "pairs": args.pairs, "n": args.n, "seeds": args.seeds,
             "seconds": {k: round(v) for k, v in clock.items()}, "total_minutes": round(sum(clock.values()) / 60, 1),
             "verdicts": verdicts}
-    meta_path.write_text(json.dumps(meta, indent=1))
+    write_text(meta_path, json.dumps(meta, indent=1))
     print(markdown_table(rows, f"Digits 8×8, {args.n} samples × {args.seeds} noise seeds, FD (digits classifier)"))
     print("\n".join(verdicts))
     print(f"wall clock per stage (s): {meta['seconds']}, total {meta['total_minutes']} min")

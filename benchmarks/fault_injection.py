@@ -45,6 +45,7 @@ from pathlib import Path
 
 from flowmaps.errors import CheckpointError
 from flowmaps.io.checkpoint import load_state, state_diff
+from flowmaps.io.files import write_text
 from flowmaps.io.shards import read_manifest
 from flowmaps.pairs.store import verify_store
 
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
         print(json.dumps(report, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(reports, indent=1))
+        write_text(args.json, json.dumps(reports, indent=1))
     bad = sum(r["mismatches"] + r["unloadable_after_kill"] + r["failed_commands"] for r in reports)
     print(f"fault injection: {sum(r['runs'] for r in reports)} runs, {sum(r['kills'] for r in reports)} kills, "
           f"{sum(r['resumes'] for r in reports)} resumes, {bad} mismatches/failures")

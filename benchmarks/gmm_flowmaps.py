@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.metrics import wasserstein2
 from flowmaps.core.sampling import sample, solve_adaptive, uniform_grid
+from flowmaps.io.files import write_report
 from flowmaps.run.build import load_run
 from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import train
@@ -76,13 +76,10 @@ def main() -> None:
                              "w2_teacher_adaptive": w_teacher, "w2_ratio": w / w_teacher,
                              "teacher_nfe": adaptive.nfe, "train_s": secs})
             print(markdown_table(rows[-3:]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/gmm_flowmaps.py --dims {args.dims} --methods {args.methods} "
            f"--steps {args.steps} --batch {args.batch} --width {args.width} --depth {args.depth} "
            f"--max-freq {args.max_freq:g} --lr {args.lr:g} --runs {args.runs} --out {args.out}")
-    out.with_suffix(".md").write_text(
+    text = (
         "# Flow maps against the exact flow map of a Gaussian mixture\n\n"
         f"Command: `{cmd}`\n\n"
         f"8-component mixture (std 0.1, means on the unit sphere) in each dimension; MLP {args.depth}×{args.width} "
@@ -91,6 +88,7 @@ def main() -> None:
         f"N-step samples against the exact `X_{{0,1}}` of the same noise ({args.n} samples), relative to the data "
         "scale; W2 (exact OT) to fresh target samples beside the analytic teacher's adaptive (dopri5) solve.\n\n"
         + markdown_table(rows))
+    write_report(args.out, {"args": vars(args), "rows": rows}, text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from flowmaps.app.evaluate import evaluate
+from flowmaps.io.files import write_report, write_text
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
 from flowmaps.run.config import load_config, parse_config, read_yaml, training_diff
@@ -94,7 +95,7 @@ def run_set(name: str, args) -> dict:
                 rows = evaluate(run.model, run.source, [1, 2, 4], args.n, solvers=("map",), adaptive=False)
             with open(run_dir / "metrics.csv", newline="") as f:
                 secs = float(list(csv.DictReader(f))[-1]["elapsed_s"])
-            cached.write_text(json.dumps({"train_s": secs, "steps": cfg.train.steps, "rows": rows}))
+            write_text(cached, json.dumps({"train_s": secs, "steps": cfg.train.steps, "rows": rows}))
         out[recipe] = json.loads(cached.read_text())
     return out
 
@@ -167,8 +168,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for s in sets:
         result["runs"][s] = run_set(s, args)
-        out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        out.with_suffix(".md").write_text(render(result, args))
+        write_report(out, result, render(result, args))
         print(f"[heldout] {s} done at {time.perf_counter() - t0:.0f} s", flush=True)
     print(render(result, args))
 

@@ -21,7 +21,6 @@ by an independent measure.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from flowmaps.app.evaluate import markdown_table, run_sampler
 from flowmaps.core.metrics.frechet import feature_extractor, frechet_distance
 from flowmaps.core.sampling import noise
+from flowmaps.io.files import write_report
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
 from flowmaps.run.config import load_config
@@ -97,18 +97,15 @@ def main() -> None:
                          "fd / teacher": float(np.mean(v)) / float(np.mean(teacher_fd)),
                          "train_s": float(np.mean(secs))})
         print(markdown_table(rows[-len(GRIDS):]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows,
-                                                    "minutes": (time.time() - t_start) / 60}, indent=1))
+    minutes = (time.time() - t_start) / 60
     cmd = f"OMP_NUM_THREADS=1 python benchmarks/lmm_ablation.py --scale {args.scale:g}"
     text = ("# Lines matching ablation on the digits\n\n"
-            f"Command: `{cmd}` ({(time.time() - t_start) / 60:.0f} min on one thread, cached stages included)\n\n"
+            f"Command: `{cmd}` ({minutes:.0f} min on one thread, cached stages included)\n\n"
             f"FD of the digits classifier's features against the held-out split, {args.n} samples; mean ± std over "
             f"{args.seeds} training seeds (each with its own noise); the teacher over the same noises. "
             "`train_s`: seconds per training run (mean). Rows 2–4 train on a distance from the classifier that "
             "the FD reads (see the script's docstring).\n\n" + markdown_table(rows))
-    out.with_suffix(".md").write_text(text)
+    write_report(args.out, {"args": vars(args), "rows": rows, "minutes": minutes}, text)
     print(text)
 
 

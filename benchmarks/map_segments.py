@@ -18,7 +18,6 @@ with only those replaced by ``Φ(z)``, and where their noise sits (``|z|/σ0``).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.sampling import noise, sample, solve_adaptive
-from flowmaps.io.files import write_text
+from flowmaps.io.files import write_report
 from flowmaps.run.build import load_run
 from flowmaps.run.measure import measure
 
@@ -97,9 +96,7 @@ def main() -> None:
     text = (f"# Where the few-step error lives: `{args.run}` against its teacher `{teacher_dir}`\n\n"
             f"Command: `{cmd}`\n\nThe same {args.n} noise draws through every row; score: KL(target ‖ model) on "
             "the 50×50 grid (2-D) or the energy distance.\n\n" + markdown_table(rows))
-    write_text(out.with_suffix(".json"), json.dumps({"run": args.run, "teacher": str(teacher_dir), "rows": rows},
-                                                    indent=1))
-    write_text(out.with_suffix(".md"), text)
+    write_report(out, {"run": args.run, "teacher": str(teacher_dir), "rows": rows}, text)
     print(text)
 
 

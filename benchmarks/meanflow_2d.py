@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from flowmaps.app.evaluate import evaluate
+from flowmaps.io.files import write_report, write_text
 from flowmaps.run.build import load_run
 from flowmaps.run.config import load_config
 from flowmaps.run.trainer import train
@@ -50,7 +51,7 @@ def run_one(data: str, variant: str, seed: int, args) -> dict:
     else:
         run = load_run(run_dir)
         rows = evaluate(run.model, run.source, STEPS, args.n, seed=1234, solvers=("map",), adaptive=False)
-        cache.write_text(json.dumps(rows))
+        write_text(cache, json.dumps(rows))
     print(f"[meanflow_2d] {name}: {time.perf_counter() - t0:.0f} s, KL "
           + " ".join(f"{r['kl']:.3f}" for r in rows), flush=True)
     return {"data": data, "variant": variant, "seed": seed, "rows": rows}
@@ -105,8 +106,7 @@ def main() -> None:
     results = [run_one(d, v, int(s), args) for d in args.data.split(",") for v in args.variants.split(",")
                for s in (args.seeds if v in ("earlier", "paper") else args.ablation_seeds).split(",")]
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
-    out.with_suffix(".md").write_text(render(results, args))
+    write_report(out, {"args": vars(args), "results": results}, render(results, args))
     print(render(results, args))
 
 

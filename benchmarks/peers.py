@@ -35,6 +35,7 @@ from flowmaps.app.evaluate import markdown_table, measure, run_sampler
 from flowmaps.core.couplings import ot_permutation
 from flowmaps.core.sampling import noise
 from flowmaps.data import build_source
+from flowmaps.io.files import write_report, write_text
 from flowmaps.pairs.generate import generate_pairs
 from flowmaps.run.build import load_run, pair_teacher
 from flowmaps.run.config import parse_config
@@ -264,9 +265,8 @@ def main() -> None:
         result["quality"] = []
         for name in args.data.split(","):
             result["quality"].append(quality(name, args, root))
-            out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(render(result))
+            write_text(out.with_suffix(".json"), json.dumps(result, indent=1))
+    write_report(out, result, render(result))
     print(render(result))
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 from flowmaps.app.evaluate import evaluate
 from flowmaps.io.checkpoint import load_state
-from flowmaps.io.files import write_text
+from flowmaps.io.files import write_report
 from flowmaps.run.build import load_run
 
 
@@ -54,10 +53,7 @@ def main() -> None:
     for r, v in result.items():
         (m1, m2), (t1, t2) = v["model"], v["target"]
         lines.append(f"| {r} | {v['round']} | {m1:.3g} | {t1:.3g} | {m2:.3g} | {t2:.3g} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1))
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -13,16 +13,14 @@ has a gradient made by those few samples: the case for a robust weight (``adapti
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-from pathlib import Path
 
 import torch
 
 from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.objectives.mapbase import lagrangian_loss
-from flowmaps.io.files import write_text
+from flowmaps.io.files import write_report
 from flowmaps.run.build import load_run
 
 
@@ -66,9 +64,7 @@ def main() -> None:
             f"{args.n} samples per run, s < t uniform on the triangle, x_s on the run's interpolant; per sample the "
             "mean square of ∂_t X_{s,t}(x_s) − b(X_{s,t}(x_s), t) against the run's teacher b.\n\n"
             + markdown_table(rows))
-    out = Path(args.out)
-    write_text(out.with_suffix(".json"), json.dumps(rows, indent=1))
-    write_text(out.with_suffix(".md"), text)
+    write_report(args.out, rows, text)
     print(text)
 
 

@@ -19,7 +19,7 @@ import glob
 import json
 from pathlib import Path
 
-from flowmaps.io.files import atomic_write
+from flowmaps.io.files import write_report
 from flowmaps.run.config import RunConfig, load_config, parse_config, training_diff
 from heldout import SETS, STUDENTS, config, score
 
@@ -122,11 +122,7 @@ def main() -> None:
                + (f" --base {args.base}" if args.base else "")
                + (f" --n {args.n}" if args.n != 64_000 else "")
                + (f" --scale {args.scale:g}" if args.scale != 1 else "") + f" --out {args.out}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out.with_suffix(".json"), json.dumps(board, indent=1)),
-                       (out.with_suffix(".md"), render(board, command, args.n))):
-        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))  # --base may be --out
+    write_report(args.out, board, render(board, command, args.n))  # atomic: --base may be --out
     print(render(board, command, args.n))
 
 

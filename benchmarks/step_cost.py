@@ -12,7 +12,6 @@ as with a trained teacher).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
@@ -26,6 +25,7 @@ from flowmaps.app.evaluate import markdown_table
 from flowmaps.core.objectives import objective_class, register
 from flowmaps.core.objectives.fm import FM
 from flowmaps.data import build_source
+from flowmaps.io.files import write_report
 from flowmaps.run.config import parse_config, read_yaml
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
@@ -162,12 +162,9 @@ def main() -> None:
     fm = statistics.median(times["fm"])
     rows = [{"method": m, "jvps": JVPS.get(m), "ms_per_step": 1e3 * statistics.median(times[m]),
              "ratio_to_fm": statistics.median(times[m]) / fm} for m in methods]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"width": args.width, "depth": args.depth, "batch": args.batch, "rounds": args.rounds,
             "steps_per_round": args.steps, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine()}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "pieces": parts}, indent=1))
     cmd = "OMP_NUM_THREADS=1 python benchmarks/step_cost.py " + " ".join(
         f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch))) + (
         f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "") + (
@@ -192,7 +189,7 @@ def main() -> None:
             + markdown_table(rows) + "\nWhere a Lagrangian step's time goes (the same network and batch, timed "
             "side by side): the forward-mode JVP carries a tangent through every layer and the backward runs "
             "through both.\n\n" + markdown_table(parts))
-    out.with_suffix(".md").write_text(text)
+    write_report(args.out, {"meta": meta, "rows": rows, "pieces": parts}, text)
     print(text)
 
 

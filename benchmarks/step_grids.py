@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from flowmaps.app.evaluate import evaluate
-from flowmaps.io.files import write_text
+from flowmaps.io.files import write_report, write_text
 from flowmaps.run.build import load_run
 
 SPLITS = (0.25, 0.4, 0.5, 0.6, 0.75)
@@ -72,10 +72,7 @@ def main() -> None:
             cells.append(f"**{text}**" if s == best else text)
         teacher = f"{v['teacher']:.3g}" if v["teacher"] else "–"
         lines.append(f"| {r} | {teacher} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=1))
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from flowmaps.data.prepare import prepare
+from flowmaps.io.files import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (3, 32, 32)
@@ -170,9 +171,7 @@ def main() -> None:
              f"{r['read_pread_MB']:.0f} | {r['read_mmap_MB']:.0f} |" for r in rows]
     text += ["", "Largest over smallest store: " + ", ".join(f"{k.removesuffix('_MB').replace('_', ' ')} "
                                                               f"{v:.3f}×" for k, v in verdict.items()) + "."]
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "ratio": verdict}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    write_report(args.out, {"rows": rows, "ratio": verdict}, "\n".join(text) + "\n")
     print("\n".join(text))
 
 

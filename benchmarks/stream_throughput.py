@@ -11,7 +11,6 @@ affects both alike; steps/s is the total over the rounds. Writes ``docs/benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from flowmaps.data.prepare import ArrayImages, prepare
 from flowmaps.data.sources import TensorSource
 from flowmaps.data.stream import ImageStore, StoreSource
+from flowmaps.io.files import write_report
 from flowmaps.run.config import parse_config
 from flowmaps.run.trainer import build_state, train_step
 
@@ -72,9 +72,7 @@ def main() -> None:
             "| feed | steps | steps/s |", "|---|---|---|"]
     text += [f"| {r['feed']} | {r['steps']} | {r['steps_per_s']:.3f} |" for r in rows]
     text += ["", f"Streamed over in memory: {ratio:.3f}× the steps/s."]
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows, "ratio": ratio}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    write_report(args.out, {"args": vars(args), "rows": rows, "ratio": ratio}, "\n".join(text) + "\n")
     print("\n".join(text))
 
 

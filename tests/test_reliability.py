@@ -62,6 +62,8 @@ def test_kill9_at_any_point_then_same_command_resumes_bit_identical(tmp_path, ti
     assert state_diff(a, b) == []
     assert int(b["step"]) == 200 and int(b["objective"]["calls"]) == 200 and b["aux_optim"]["critic"]["state"]
     drop = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    elapsed = [float(r["elapsed_s"]) for r in metric_rows(run)]
+    assert elapsed == sorted(elapsed)  # the resumed clock continues from the kept rows' wall time
     rows = drop(metric_rows(run))
     assert [int(r["step"]) for r in rows] == list(range(1, 201))  # cut back to the checkpoint, then continued
     assert rows == drop(metric_rows(ref))

@@ -8,6 +8,7 @@ leaves at most a ``.NAME.*.tmp`` file, which :func:`remove_stale_temp` clears.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -56,6 +57,14 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """``text`` into ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_report(out: str | Path, data, text: str) -> None:
+    """A benchmark's result: ``data`` as indented JSON into ``out``.json, then ``text`` into ``out``.md, each
+    atomically (an interrupted run leaves the previous report or the new one, never half of one)."""
+    out = Path(out)
+    write_text(out.with_suffix(".json"), json.dumps(data, indent=1))
+    write_text(out.with_suffix(".md"), text)
 
 
 def is_temp_file(path: Path) -> bool:

@@ -18,10 +18,12 @@ from .config import RunConfig, config_diff, dump_config, load_config, training_d
 
 
 class MetricsLog:
-    """``metrics.csv`` (appended, cut back to the resumed step) and TensorBoard scalars."""
+    """``metrics.csv`` (appended, cut back to the resumed step) and TensorBoard scalars. ``elapsed``: the training
+    wall time of the rows kept (their last ``elapsed_s``), from which a resumed run's clock continues."""
 
     def __init__(self, run_dir: Path, start_step: int, enabled: bool) -> None:
         self.path, self.enabled, self.writer, self.fields = run_dir / "metrics.csv", enabled, None, None
+        self.elapsed = 0.0
         if not enabled:
             return
         if self.path.exists():
@@ -32,6 +34,7 @@ class MetricsLog:
             if self.fields:
                 keep = [r for r in rows if _complete(r) and int(r["step"]) <= start_step]
                 atomic_write(self.path, lambda tmp: self._write_rows(tmp, keep))
+                self.elapsed = float(keep[-1].get("elapsed_s") or 0.0) if keep else 0.0
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -323,7 +323,7 @@ def fit(state: TrainState, source: Source, run_dir: Path, stop_after: int | None
     first_ema = state.emas[decay_name(tc.ema[0])]
     batches = source.batches(tc.batch_size, step=state.step, seed=state.cfg.seed)
     bar = tqdm(total=tc.steps, initial=state.step, disable=not progress or rank != 0, unit="step", dynamic_ncols=True)
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() - log.elapsed  # elapsed_s: the wall time of all sessions up to the row
     stop_at = tc.steps if stop_after is None else min(tc.steps, state.step + stop_after)
     try:
         while state.step < stop_at:
