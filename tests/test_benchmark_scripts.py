@@ -89,6 +89,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
     assert [r["sampler"] for r in rows[:3]] == ["teacher, adaptive solve", "map, N = 1", "map, N = 2"]
     assert len(rows) == 6 and all(r["score"] >= 0 for r in rows)
+    lsd = str(tmp_path / "heldout" / "gmm8d" / "lsd")  # teacher-free: measured against its own velocity
+    _run("benchmarks/map_segments.py", "--run", lsd, "--n", "300", "--splits", "0.5", "--steps", "1",
+         "--out", str(tmp_path / "segments_lsd"))
+    assert json.loads((tmp_path / "segments_lsd.json").read_text())["teacher"] == lsd
+    assert "its own velocity" in (tmp_path / "segments_lsd.md").read_text()
     _run("benchmarks/residual_tails.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "2000",
          "--out", str(tmp_path / "tails"))
     tails = json.loads((tmp_path / "tails.json").read_text())[0]
