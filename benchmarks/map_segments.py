@@ -12,6 +12,12 @@ A map trained without a teacher (FMM, the self-distillations) is measured agains
 ``v(x, t, t)`` unless ``--teacher`` names one: a flow-matching teacher of another coupling (``coupling: ot``
 changes the interpolant's marginals between the ends) has other states at u, and the hybrids would mix two flows.
 
+Per sample, for each split u (and u = 1): the distance of the jump out of the noise ``X_{0,u}(z)`` to
+``Φ_{0,u}(z)`` (median and 90th percentile, over ``σ0 √D``, the noise's scale); for a map trained on the square of
+(s, t) (FMM), also the backward jump ``X_{u,0}(Φ_{0,u}(z))`` against z, and the energy distance of those backward
+states to fresh noise beside that of z itself (the floor): FMM trains ``X_{0,u}`` at ``X_{u,0}(I_u)``, so where the
+backward states leave the noise the jumps out of the noise are trained off it.
+
 And the tail: the share of samples whose 1-step sample lies farther than ``--tail`` from ``Φ(z)``, the score
 with only those replaced by ``Φ(z)``, and where their noise sits (``|z|/σ0``). Scores as the evaluation's
 (KL(target ‖ model) on the 50×50 grid in 2-D, the energy distance otherwise), on ``--n`` samples.
@@ -29,6 +35,7 @@ from pathlib import Path
 import torch
 
 from flowmaps.app.evaluate import markdown_table
+from flowmaps.core.metrics.distribution import energy_distance
 from flowmaps.core.sampling import noise, sample, solve_adaptive
 from flowmaps.io.files import write_report
 from flowmaps.run.build import load_run
@@ -40,6 +47,30 @@ CHUNK = 8000
 def deciles(v: torch.Tensor) -> list[float]:
     """The 1st, 5th and 9th deciles of ``v`` (empty when ``v`` is)."""
     return [round(float(v.quantile(p)), 2) for p in (0.1, 0.5, 0.9)] if v.numel() else []
+
+
+def per_sample_jumps(m, z, fresh, t0: float, splits: list[float], flow, square: bool) -> list[dict]:
+    """Per split u: ``|X_{t0,u}(z) − Φ_{t0,u}(z)|`` and, on the square, ``|X_{u,t0}(Φ_{t0,u}(z)) − z|``."""
+    scale = m.sigma0 * z[0].numel() ** 0.5
+
+    def dist(name, a, b):
+        d = (a - b).flatten(1).norm(dim=1) / scale
+        return {f"{name}, median": float(d.median()), f"{name}, 90 %": float(d.quantile(0.9))}
+
+    def jump(x, a, c):
+        return torch.cat([m(xx, *(torch.full((len(xx),), v, dtype=xx.dtype) for v in (a, c)))
+                          for xx in x.split(CHUNK)])
+
+    rows = []
+    for u in (t0 + (1 - t0) * v for v in splits):
+        phi_u = flow(z, t0, u)
+        row = {"u": f"{u:g}"} | dist("X_{0,u}(z) to Φ_{0,u}(z)", jump(z, t0, u), phi_u)
+        if square:
+            back = jump(phi_u, u, t0)
+            row |= dist("X_{u,0}(Φ_{0,u}(z)) to z", back, z)
+            row |= {"its energy to noise": energy_distance(back, fresh), "z's (floor)": energy_distance(z, fresh)}
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -73,7 +104,10 @@ def main() -> None:
         g = torch.tensor(grid, dtype=torch.float64)
         return torch.cat([sample(m, xx, g).x for xx in x.split(CHUNK)])
 
-    start = z if not t0 else m.interp.alpha(torch.tensor([t0], dtype=torch.float64)).to(z.dtype) * z
+    def at_t0(x):  # noise as the map's state at t0 (an EDM-style map starts at α(t0) z)
+        return x if not t0 else m.interp.alpha(torch.tensor([t0], dtype=torch.float64)).to(x.dtype) * x
+
+    start = at_t0(z)
     phi = teacher(start, t0, 1.0)
     rows = [{"sampler": "teacher, adaptive solve", "score": score(phi)}]
     one = None
@@ -85,6 +119,9 @@ def main() -> None:
         late, early = jumps(teacher(start, t0, u), [u, 1.0]), teacher(jumps(start, [t0, u]), u, 1.0)
         rows.append({"sampler": f"teacher to {u:g}, map {u:g} → 1", "score": score(late)})
         rows.append({"sampler": f"map {t0:g} → {u:g}, teacher to 1", "score": score(early)})
+    fresh = at_t0(noise(args.n, run.source.shape, m.sigma0, 4321))
+    jumps_rows = per_sample_jumps(m, start, fresh, t0, [float(v) for v in args.splits.split(",")] + [1.0], teacher,
+                                  getattr(run.cfg.objective, "square", False))
     if one is not None:
         err = (one - phi).flatten(1).norm(dim=1)
         far = err > args.tail
@@ -99,8 +136,11 @@ def main() -> None:
     against = "its own velocity v(x, t, t)" if teacher_dir == args.run else f"its teacher `{teacher_dir}`"
     text = (f"# Where the few-step error lives: `{args.run}` against {against}\n\n"
             f"Command: `{cmd}`\n\nThe same {args.n} noise draws through every row; score: KL(target ‖ model) on "
-            "the 50×50 grid (2-D) or the energy distance.\n\n" + markdown_table(rows))
-    write_report(out, {"run": args.run, "teacher": str(teacher_dir), "rows": rows}, text)
+            "the 50×50 grid (2-D) or the energy distance.\n\n" + markdown_table(rows)
+            + "\nPer sample: distance to the reference flow Φ over σ0 √D, the noise's scale; for a map on the "
+              "square, the energy distance of its backward states to fresh noise, z's own the floor.\n\n"
+            + markdown_table(jumps_rows))
+    write_report(out, {"run": args.run, "teacher": str(teacher_dir), "rows": rows, "jumps": jumps_rows}, text)
     print(text)
 
 

@@ -94,6 +94,13 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
          "--out", str(tmp_path / "segments_lsd"))
     assert json.loads((tmp_path / "segments_lsd.json").read_text())["teacher"] == lsd
     assert "its own velocity" in (tmp_path / "segments_lsd.md").read_text()
+    jumps = json.loads((tmp_path / "segments_lsd.json").read_text())["jumps"]
+    assert [j["u"] for j in jumps] == ["0.5", "1"] and not any("X_{u,0}" in k for k in jumps[0])  # LSD: no backward
+    _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "fmm"), "--n", "300", "--splits",
+         "0.5", "--steps", "1", "--out", str(tmp_path / "segments_fmm"))
+    back = json.loads((tmp_path / "segments_fmm.json").read_text())["jumps"][1]  # FMM, on the square: backward too
+    assert 0 < back["X_{u,0}(Φ_{0,u}(z)) to z, median"] <= back["X_{u,0}(Φ_{0,u}(z)) to z, 90 %"]
+    assert back["its energy to noise"] >= 0 and back["z's (floor)"] >= 0
     _run("benchmarks/residual_tails.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "2000",
          "--out", str(tmp_path / "tails"))
     tails = json.loads((tmp_path / "tails.json").read_text())[0]
