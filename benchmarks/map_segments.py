@@ -49,8 +49,9 @@ def deciles(v: torch.Tensor) -> list[float]:
     return [round(float(v.quantile(p)), 2) for p in (0.1, 0.5, 0.9)] if v.numel() else []
 
 
-def per_sample_jumps(m, z, fresh, t0: float, splits: list[float], flow, square: bool) -> list[dict]:
-    """Per split u: ``|X_{t0,u}(z) − Φ_{t0,u}(z)|`` and, on the square, ``|X_{u,t0}(Φ_{t0,u}(z)) − z|``."""
+def per_sample_jumps(m, z, fresh, t0: float, states: dict[float, torch.Tensor], square: bool) -> list[dict]:
+    """Per split u (``states[u] = Φ_{t0,u}(z)``): ``|X_{t0,u}(z) − Φ_{t0,u}(z)|`` and, on the square,
+    ``|X_{u,t0}(Φ_{t0,u}(z)) − z|``."""
     scale = m.sigma0 * z[0].numel() ** 0.5
 
     def dist(name, a, b):
@@ -61,14 +62,13 @@ def per_sample_jumps(m, z, fresh, t0: float, splits: list[float], flow, square: 
         return torch.cat([m(xx, *(torch.full((len(xx),), v, dtype=xx.dtype) for v in (a, c)))
                           for xx in x.split(CHUNK)])
 
-    rows = []
-    for u in (t0 + (1 - t0) * v for v in splits):
-        phi_u = flow(z, t0, u)
+    rows, floor = [], energy_distance(z, fresh) if square else None
+    for u, phi_u in states.items():
         row = {"u": f"{u:g}"} | dist("X_{0,u}(z) to Φ_{0,u}(z)", jump(z, t0, u), phi_u)
         if square:
             back = jump(phi_u, u, t0)
             row |= dist("X_{u,0}(Φ_{0,u}(z)) to z", back, z)
-            row |= {"its energy to noise": energy_distance(back, fresh), "z's (floor)": energy_distance(z, fresh)}
+            row |= {"its energy to noise": energy_distance(back, fresh), "z's (floor)": floor}
         rows.append(row)
     return rows
 
@@ -115,13 +115,13 @@ def main() -> None:
         x = jumps(start, [t0 + (1 - t0) * i / k for i in range(k + 1)])
         one = x if k == 1 else one
         rows.append({"sampler": f"map, N = {k}", "score": score(x)})
-    for u in (t0 + (1 - t0) * float(v) for v in args.splits.split(",")):
-        late, early = jumps(teacher(start, t0, u), [u, 1.0]), teacher(jumps(start, [t0, u]), u, 1.0)
+    states = {u: teacher(start, t0, u) for u in (t0 + (1 - t0) * float(v) for v in args.splits.split(","))}
+    for u, phi_u in states.items():
+        late, early = jumps(phi_u, [u, 1.0]), teacher(jumps(start, [t0, u]), u, 1.0)
         rows.append({"sampler": f"teacher to {u:g}, map {u:g} → 1", "score": score(late)})
         rows.append({"sampler": f"map {t0:g} → {u:g}, teacher to 1", "score": score(early)})
     fresh = at_t0(noise(args.n, run.source.shape, m.sigma0, 4321))
-    jumps_rows = per_sample_jumps(m, start, fresh, t0, [float(v) for v in args.splits.split(",")] + [1.0], teacher,
-                                  getattr(run.cfg.objective, "square", False))
+    jumps_rows = per_sample_jumps(m, start, fresh, t0, states | {1.0: phi}, getattr(run.cfg.objective, "square", False))
     if one is not None:
         err = (one - phi).flatten(1).norm(dim=1)
         far = err > args.tail
