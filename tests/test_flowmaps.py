@@ -485,3 +485,16 @@ def test_trajectory_term_under_the_adaptive_weight():
     per_n = [eps**2 / n**2 for n in (1, 2, 4)]  # grid_steps 1, 2, 4, each weighted 1/3
     assert raw == pytest.approx(sum(per_n) / 3, rel=1e-3)
     assert float(term) == pytest.approx(sum(v / (2 * v + c) ** 0.5 for v in per_n) / 3, rel=1e-3)
+
+
+def test_trajectory_term_weight_scales_only_the_term():
+    """``traj_weight`` λ: the loss is the map loss plus λ times the trajectory term (its logged value unweighted)."""
+    model, batch = OffDiagonalError(0.2), {"x1": GAUSS.sample(256).float()}
+    losses = {}
+    for lam in (1.0, 3.0):
+        torch.manual_seed(0)
+        out = gauss_objective("lmd", traj_frac=0.5, traj_substeps=2, traj_weight=lam).loss(model, batch, 0)
+        losses[lam] = (float(out.value), out.logs["traj"], out.logs["off"])
+    (one, traj, off), (three, traj3, off3) = losses[1.0], losses[3.0]
+    assert traj > 0 and traj3 == pytest.approx(traj) and off3 == pytest.approx(off)
+    assert three - one == pytest.approx(2 * traj, rel=1e-4)

@@ -38,6 +38,7 @@ class TrajectoryOptions(MapOptions):
                                "grid_steps")
     traj_bank: int = Field(0, ge=0, description="trajectory term: trajectories solved at once and drawn from at "
                            "every step (0: fresh solves at every step); unconditional models only")
+    traj_weight: float = Field(1.0, gt=0, description="trajectory term: its weight λ beside the map loss")
     traj_adaptive: bool = Field(False, description="trajectory term: weight each residual by the adaptive weight "
                                 "(adaptive_p) as the map loss's")
     traj_refresh: int = Field(0, ge=0, description="trajectory bank: steps between solves of the model's own "
@@ -100,7 +101,7 @@ class TrajectoryObjective(MapObjective):
             return out
         traj, out.logs["traj"] = self.trajectory_loss(model, batch["x1"][n - n_traj:],
                                                       take(batch.get("label"), slice(n - n_traj, n)), step)
-        return Loss(out.value + traj, out.logs, out.aux)
+        return Loss(out.value + self.opts.traj_weight * traj, out.logs, out.aux)
 
     def trajectory_loss(self, model, like: Tensor, label: Tensor | None, step: int) -> tuple[Tensor, float]:
         """``|(X_{s,t}(x_s) − x_t)/(t − s)|²`` on trajectories of :meth:`velocity` (fresh, or drawn from the bank),
