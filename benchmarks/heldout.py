@@ -9,7 +9,8 @@ grid in 2-D and the energy distance in more dimensions. Two checks, as the proje
 within 2× of the best teacher on the set, every few-step model at N = 2 within 1.5× of its teacher (the
 distillations' and the teacher-free maps': the flow-matching teacher; lines matching: the EDM teacher; 2-RF:
 1-RF). ``--scale`` multiplies every recipe's training steps, PFMM's round length and LMD's trajectory bank (1: the
-recipes as shipped).
+recipes as shipped). ``--set`` overrides the few-step recipes' configs and ``--teacher-set`` the teachers' (a
+variant of a recipe, under a ``--root`` of its own: a cached run of another config is refused).
 
     OMP_NUM_THREADS=1 python benchmarks/heldout.py --scale 0.25 --sets rings,wave,clusters --root runs/heldout
 
@@ -43,7 +44,8 @@ GRIDS = [[0], [0, 1], [0, 1, 3, 5]]
 PAIRS, ROOT, OUT = 150_000, "runs/heldout", "docs/benchmarks/heldout"  # pairs: as configs/checker_lmm.yaml advises
 
 
-def config(recipe: str, data: dict, root: Path, scale: float, overrides: list[str] = ()):
+def config(recipe: str, data: dict, root: Path, scale: float, overrides: list[str] = (),
+           teacher_overrides: list[str] = ()):
     tree = read_yaml((ROOT_DIR / "configs" / f"checker_{recipe}.yaml").read_text())
     tree["train"]["steps"] = max(1, round(tree["train"]["steps"] * scale))
     for budget in ("round_steps", "traj_bank"):  # the rounds and the trajectory bank scale with the steps
@@ -52,7 +54,7 @@ def config(recipe: str, data: dict, root: Path, scale: float, overrides: list[st
     if "teacher" in tree:
         tree["teacher"]["path"] = str(root / "fm")
     tree["data"] = {"kind": "pairs", "path": str(pair_store(recipe, root))} if recipe in PAIRS_FROM else data
-    return parse_config(tree, overrides if recipe in STUDENTS else ())
+    return parse_config(tree, overrides if recipe in STUDENTS else teacher_overrides)
 
 
 def pair_store(recipe: str, root: Path) -> Path:
@@ -72,7 +74,7 @@ def run_set(name: str, args) -> dict:
     for recipe in [r for r in TEACHERS + list(STUDENTS) if r in needed]:  # teachers first
         run_dir = root / recipe
         cached = run_dir / f"heldout_eval_n{args.n}.json"
-        cfg = config(recipe, SETS[name], root, args.scale, args.set)
+        cfg = config(recipe, SETS[name], root, args.scale, args.set, args.teacher_set)
         diff = training_diff(load_config(run_dir / "config.yaml"), cfg) if cached.is_file() else []
         if diff:
             raise SystemExit(f"{run_dir} was trained from another recipe than configs/checker_{recipe}.yaml now "
@@ -111,7 +113,8 @@ def render(result: dict, args) -> str:
              + (f" --pairs {args.pairs}" if args.pairs != PAIRS else "")
              + (f" --root {args.root}" if args.root != ROOT else "")
              + (f" --out {args.out}" if args.out != OUT else "")
-             + (f" --set {' '.join(args.set)}" if args.set else "") + "`", "",
+             + (f" --set {' '.join(args.set)}" if args.set else "")
+             + (f" --teacher-set {' '.join(args.teacher_set)}" if args.teacher_set else "") + "`", "",
              f"Each `configs/checker_<recipe>.yaml` with only its data replaced, training steps × {args.scale:g}; "
              f"{args.n} samples per score. Score: KL(target ‖ model) on the 50×50 grid (2-D), energy distance "
              "(GMM in 8 and 32 dimensions). Teachers: adaptive solve (NFE in brackets). Few-step models: N = 1 / "
@@ -151,6 +154,8 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=PAIRS, help="teacher pairs per pair store")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides for every few-step recipe's config (teachers as shipped); use its own --root")
+    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for every teacher's config (a variant of the teacher recipe); its own --root")
     p.add_argument("--root", default=ROOT)
     p.add_argument("--out", default=OUT)
     args = p.parse_args()

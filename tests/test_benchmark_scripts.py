@@ -114,6 +114,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
                         "0.0005", "--n", "300", "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "h2"),
                         "--set", "objective.grid_frac=0.5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "another recipe" in r.stderr  # a cached run of another recipe is never reused
+    r = subprocess.run([sys.executable, "benchmarks/heldout.py", "--sets", "gmm8d", "--recipes", "fm", "--scale",
+                        "0.0005", "--n", "300", "--root", str(tmp_path / "heldout"), "--out", str(tmp_path / "h2"),
+                        "--teacher-set", "objective.coupling=ot"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode != 0 and "checker_fm.yaml" in r.stderr  # the teacher's overrides reach the teacher
     _run("benchmarks/lmm_ablation.py", "--scale", "0.002", "--teacher-scale", "0.002", "--seeds", "2", "--pairs",
          "256", "--n", "200", "--root", str(tmp_path / "ablation"), "--out", str(tmp_path / "ablation"))
     rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
