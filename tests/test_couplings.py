@@ -59,3 +59,12 @@ def test_couple_keeps_x0_and_permutes_x1():
         assert couple(coupling, x0, x1)[2] is None
     with pytest.raises(ValueError, match="unknown coupling"):
         couple("greedy", x0, x1)
+
+
+def test_a_partial_coupling_plans_its_share_exactly_and_leaves_the_rest_independent():
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(40, 2), torch.randn(40, 2) + 3
+    a, b, _ = couple("ot", x0, x1, frac=0.25)
+    assert torch.equal(a, x0) and torch.equal(b[10:], x1[10:])  # the rest keeps its independent pairs
+    assert torch.equal(b[:10], x1[:10][ot_permutation(x0[:10], x1[:10])])  # the share: exact OT among itself
+    assert torch.equal(couple("ot", x0, x1, frac=0.01)[1], x1)  # a share under two points pairs nothing

@@ -6,6 +6,8 @@ plan covers only the local batch of each rank.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import ot
 import torch
@@ -50,15 +52,18 @@ def sinkhorn_permutation(x0: Tensor, x1: Tensor, reg: float = 0.05, generator: t
     return torch.as_tensor(cols, device=x1.device)
 
 
-def couple(coupling: str, x0: Tensor, x1: Tensor, label: Tensor | None = None,
+def couple(coupling: str, x0: Tensor, x1: Tensor, label: Tensor | None = None, frac: float = 1.0,
            **kw) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Pairs ``(x0, x1[π], label[π])`` under ``coupling`` (independent: π = id); the labels follow their data."""
-    if coupling == "independent":
-        return x0, x1, label
-    if coupling == "ot":
-        perm = ot_permutation(x0, x1)
-    elif coupling == "sinkhorn":
-        perm = sinkhorn_permutation(x0, x1, **kw)
-    else:
+    """Pairs ``(x0, x1[π], label[π])`` under ``coupling`` (independent: π = id); the labels follow their data.
+
+    With ``frac < 1`` only the batch's first ``k = round(frac · n)`` pairs are coupled, among themselves, and the
+    rest stay independent: the mixture ``frac · π_c + (1 − frac) · π_ind`` of two couplings of the same marginals,
+    itself one (for a shuffled batch), at the cost of a plan on k points."""
+    if coupling not in COUPLINGS:
         raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
+    k = round(frac * x0.shape[0])
+    if coupling == "independent" or k < 2:
+        return x0, x1, label
+    plan = ot_permutation if coupling == "ot" else partial(sinkhorn_permutation, **kw)
+    perm = torch.cat([plan(x0[:k], x1[:k]), torch.arange(k, x0.shape[0], device=x1.device)])
     return x0, x1[perm], None if label is None else label[perm]

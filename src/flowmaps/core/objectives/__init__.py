@@ -96,6 +96,9 @@ class CouplingOptions(Options):
         "independent", description="pairing of noise and data in a batch: independent, exact minibatch OT, "
         "or a draw from the Sinkhorn plan")
     reg: float = Field(0.05, gt=0, description="Sinkhorn entropic regularization (relative to mean cost)")
+    coupling_frac: float = Field(1.0, gt=0, le=1, description="share of each batch the coupling pairs (among "
+                                 "itself, the rest independent): a mixture of the two couplings, at the cost of "
+                                 "a plan on that share")
 
 
 def noise_and_data(batch: dict[str, Tensor], sigma0: float,
@@ -107,7 +110,7 @@ def noise_and_data(batch: dict[str, Tensor], sigma0: float,
         return batch["x0"], x1, label
     x0 = sigma0 * torch.randn_like(x1)
     kw = {"reg": opts.reg} if opts.coupling == "sinkhorn" else {}
-    return couple(opts.coupling, x0, x1, label, **kw)
+    return couple(opts.coupling, x0, x1, label, frac=opts.coupling_frac, **kw)
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
