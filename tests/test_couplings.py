@@ -68,3 +68,19 @@ def test_a_partial_coupling_plans_its_share_exactly_and_leaves_the_rest_independ
     assert torch.equal(a, x0) and torch.equal(b[10:], x1[10:])  # the rest keeps its independent pairs
     assert torch.equal(b[:10], x1[:10][ot_permutation(x0[:10], x1[:10])])  # the share: exact OT among itself
     assert torch.equal(couple("ot", x0, x1, frac=0.01)[1], x1)  # a share under two points pairs nothing
+
+
+def test_a_blocked_coupling_plans_each_block_exactly_among_itself():
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(50, 2), torch.randn(50, 2) + 3
+    label = torch.arange(50)
+    a, b, c = couple("ot", x0, x1, label, block=16)
+    assert torch.equal(a, x0) and torch.equal(c.sort().values, label)  # still a permutation of the batch
+    for i in range(0, 48, 16):  # every full block: exact OT among its own points
+        assert torch.equal(b[i:i + 16], x1[i:i + 16][ot_permutation(x0[i:i + 16], x1[i:i + 16])])
+    assert torch.equal(b[48:], x1[48:][ot_permutation(x0[48:], x1[48:])])  # the short last block too
+    assert torch.equal(couple("ot", x0, x1, block=50)[1], couple("ot", x0, x1)[1])  # one block: the plain plan
+    cost = lambda y: (x0 - y).pow(2).sum()  # noqa: E731
+    assert cost(couple("ot", x0, x1)[1]) <= cost(b) < cost(x1)  # between the full plan and no plan
+    _, d, _ = couple("ot", x0, x1, frac=0.5, block=10)  # blocks cover the coupled share only
+    assert torch.equal(d[25:], x1[25:]) and torch.equal(d[20:25], x1[20:25][ot_permutation(x0[20:25], x1[20:25])])

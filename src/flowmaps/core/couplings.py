@@ -53,17 +53,23 @@ def sinkhorn_permutation(x0: Tensor, x1: Tensor, reg: float = 0.05, generator: t
 
 
 def couple(coupling: str, x0: Tensor, x1: Tensor, label: Tensor | None = None, frac: float = 1.0,
-           **kw) -> tuple[Tensor, Tensor, Tensor | None]:
+           block: int = 0, **kw) -> tuple[Tensor, Tensor, Tensor | None]:
     """Pairs ``(x0, x1[π], label[π])`` under ``coupling`` (independent: π = id); the labels follow their data.
 
     With ``frac < 1`` only the batch's first ``k = round(frac · n)`` pairs are coupled, among themselves, and the
     rest stay independent: the mixture ``frac · π_c + (1 − frac) · π_ind`` of two couplings of the same marginals,
-    itself one (for a shuffled batch), at the cost of a plan on k points."""
+    itself one (for a shuffled batch), at the cost of a plan on k points. With ``block = b > 0`` the coupled pairs
+    are planned in consecutive blocks of b points, each among itself: minibatch OT at batch b (every pair coupled)
+    inside a larger gradient batch, at the cost of k / b plans on b points."""
     if coupling not in COUPLINGS:
         raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
-    k = round(frac * x0.shape[0])
+    n = x0.shape[0]
+    k = round(frac * n)
     if coupling == "independent" or k < 2:
         return x0, x1, label
     plan = ot_permutation if coupling == "ot" else partial(sinkhorn_permutation, **kw)
-    perm = torch.cat([plan(x0[:k], x1[:k]), torch.arange(k, x0.shape[0], device=x1.device)])
+    b = block if block > 0 else k
+    parts = [i + (plan(x0[i:j], x1[i:j]) if j - i > 1 else torch.zeros(1, dtype=torch.long, device=x1.device))
+             for i, j in ((i, min(i + b, k)) for i in range(0, k, b))]
+    perm = torch.cat([*parts, torch.arange(k, n, device=x1.device)])
     return x0, x1[perm], None if label is None else label[perm]

@@ -99,6 +99,9 @@ class CouplingOptions(Options):
     coupling_frac: float = Field(1.0, gt=0, le=1, description="share of each batch the coupling pairs (among "
                                  "itself, the rest independent): a mixture of the two couplings, at the cost of "
                                  "a plan on that share")
+    coupling_block: int = Field(0, ge=0, description="plan the coupled share in blocks of this many points, "
+                                "each among itself (0: one plan on the whole share): minibatch OT at a smaller "
+                                "batch than the gradient's, at a fraction of the cost")
 
 
 def noise_and_data(batch: dict[str, Tensor], sigma0: float,
@@ -110,7 +113,7 @@ def noise_and_data(batch: dict[str, Tensor], sigma0: float,
         return batch["x0"], x1, label
     x0 = sigma0 * torch.randn_like(x1)
     kw = {"reg": opts.reg} if opts.coupling == "sinkhorn" else {}
-    return couple(opts.coupling, x0, x1, label, frac=opts.coupling_frac, **kw)
+    return couple(opts.coupling, x0, x1, label, frac=opts.coupling_frac, block=opts.coupling_block, **kw)
 
 
 def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
