@@ -29,12 +29,12 @@ from flowmaps.io.files import write_report
 from flowmaps.run.config import parse_config, read_yaml
 from flowmaps.run.trainer import TrainState, build_state, train, train_step
 
-METHODS = ["fm", "fm+teacher", "fm+ot", "fm+ot25", "fm+ot50", "fm+otb512", "lmd", "lmd+traj", "lmd+bank", "emd",
-           "emd+bank", "fmm", "fmm+ot", "pfmm", "pfmm+recipe", "lsd", "lsd+ot", "esd", "psdm", "psdm+ot", "psdu",
-           "meanflow"]
-JVPS = {"fm": 0, "fm+teacher": 0, "fm+ot": 0, "fm+ot25": 0, "fm+ot50": 0, "fm+otb512": 0, "lmd": 1, "lmd+traj": 1,
-        "lmd+bank": 1, "emd": 1, "emd+bank": 1, "fmm": 1, "fmm+ot": 1, "pfmm": 0, "pfmm+recipe": 0, "lsd": 1,
-        "lsd+ot": 1, "esd": 1, "psdm": 0, "psdm+ot": 0, "psdu": 0, "meanflow": 1}
+METHODS = ["fm", "fm+teacher", "fm+ot", "fm+ot25", "fm+ot50", "fm+otb256", "fm+otb512", "lmd", "lmd+traj",
+           "lmd+bank", "emd", "emd+bank", "fmm", "fmm+ot", "pfmm", "pfmm+recipe", "lsd", "lsd+ot", "esd", "psdm",
+           "psdm+ot", "psdu", "meanflow"]
+JVPS = {"fm": 0, "fm+teacher": 0, "fm+ot": 0, "fm+ot25": 0, "fm+ot50": 0, "fm+otb256": 0, "fm+otb512": 0, "lmd": 1,
+        "lmd+traj": 1, "lmd+bank": 1, "emd": 1, "emd+bank": 1, "fmm": 1, "fmm+ot": 1, "pfmm": 0, "pfmm+recipe": 0,
+        "lsd": 1, "lsd+ot": 1, "esd": 1, "psdm": 0, "psdm+ot": 0, "psdu": 0, "meanflow": 1}
 
 
 class FMPlusTeacher(FM):
@@ -66,14 +66,14 @@ def _traj(method: str) -> dict:
 # rows that are a method with options: LMD and EMD with the trajectory term of their recipes, read from the recipes,
 # with the stored bank of teacher trajectories (<m>+bank) and LMD with fresh solves at every step (lmd+traj);
 # <m>+ot: the exact minibatch OT coupling of the self-distillation and FMM recipes (fm+ot is OT-CFM's step);
-# fm+ot25 / fm+ot50: OT on a quarter / half of each batch (coupling_frac), the rest independent; fm+otb512: OT
-# on every pair, planned in blocks of 512 (coupling_block);
+# fm+ot25 / fm+ot50: OT on a quarter / half of each batch (coupling_frac), the rest independent; fm+otb<b>: OT
+# on every pair, planned in blocks of b (coupling_block);
 # pfmm+recipe: PFMM's recipe, round 0 (its costliest: two RK4 steps of the teacher, 8 evaluations)
 VARIANTS = {"lmd+traj": ("lmd", {**_traj("lmd"), "traj_bank": 0}), "lmd+bank": ("lmd", _traj("lmd")),
             "emd+bank": ("emd", _traj("emd")), "pfmm+recipe": ("pfmm", _recipe("pfmm")),
             **{f"{m}+ot": (m, {"coupling": "ot"}) for m in ("fm", "fmm", "lsd", "psdm")},
             **{f"fm+ot{p}": ("fm", {"coupling": "ot", "coupling_frac": p / 100}) for p in (25, 50)},
-            "fm+otb512": ("fm", {"coupling": "ot", "coupling_block": 512})}
+            **{f"fm+otb{b}": ("fm", {"coupling": "ot", "coupling_block": b}) for b in (256, 512)}}
 
 
 def tree(method: str, args) -> dict:
@@ -170,8 +170,9 @@ def main() -> None:
     meta = {"width": args.width, "depth": args.depth, "batch": args.batch, "rounds": args.rounds,
             "steps_per_round": args.steps, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine()}
-    cmd = "OMP_NUM_THREADS=1 python benchmarks/step_cost.py " + " ".join(
-        f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch))) + (
+    cmd = f"OMP_NUM_THREADS={meta['threads']} python benchmarks/step_cost.py " + " ".join(
+        f"--{k} {v}" for k, v in (("width", args.width), ("depth", args.depth), ("batch", args.batch),
+                                  ("rounds", args.rounds), ("steps", args.steps))) + (
         f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "") + (
         f" --out {args.out}" if args.out != "docs/benchmarks/step_cost" else "")
     text = ("# Training-step cost per objective, relative to one flow-matching step\n\n"
@@ -189,7 +190,7 @@ def main() -> None:
             "at every step (`traj_bank: 0`). `<method>+ot`: the step with the exact minibatch OT coupling "
             "(`coupling: ot`) of the self-distillation and FMM recipes; `fm+ot` is OT-CFM's step, `fm+ot25` / "
             "`fm+ot50` the exact OT on a quarter / half of each batch (`coupling_frac`), the rest independent, "
-            "`fm+otb512` on every pair, planned in blocks of 512 (`coupling_block`). "
+            "`fm+otb256` / `fm+otb512` on every pair, planned in blocks of 256 / 512 (`coupling_block`). "
             "`pfmm+recipe`: "
             "PFMM's recipe (" + ", ".join(f"`{k}: {v}`" for k, v in VARIANTS["pfmm+recipe"][1].items())
             + ") in round 0, where its target is two RK4 steps of the teacher (8 evaluations; later rounds: the "

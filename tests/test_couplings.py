@@ -84,3 +84,17 @@ def test_a_blocked_coupling_plans_each_block_exactly_among_itself():
     assert cost(couple("ot", x0, x1)[1]) <= cost(b) < cost(x1)  # between the full plan and no plan
     _, d, _ = couple("ot", x0, x1, frac=0.5, block=10)  # blocks cover the coupled share only
     assert torch.equal(d[25:], x1[25:]) and torch.equal(d[20:25], x1[20:25][ot_permutation(x0[20:25], x1[20:25])])
+
+
+def test_blocks_planned_side_by_side_on_several_threads_pair_as_on_one():
+    torch.manual_seed(1)
+    x0, x1 = torch.randn(97, 2), torch.randn(97, 2)  # six blocks of 16 and a last one of one point
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = couple("ot", x0, x1, block=16)[1]
+        torch.set_num_threads(4)
+        side_by_side = couple("ot", x0, x1, block=16)[1]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial, side_by_side) and torch.equal(serial[96], x1[96])

@@ -6,6 +6,7 @@ plan covers only the local batch of each rank.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -60,16 +61,28 @@ def couple(coupling: str, x0: Tensor, x1: Tensor, label: Tensor | None = None, f
     rest stay independent: the mixture ``frac · π_c + (1 − frac) · π_ind`` of two couplings of the same marginals,
     itself one (for a shuffled batch), at the cost of a plan on k points. With ``block = b > 0`` the coupled pairs
     are planned in consecutive blocks of b points, each among itself: minibatch OT at batch b (every pair coupled)
-    inside a larger gradient batch, at the cost of k / b plans on b points."""
+    inside a larger gradient batch, at the cost of k / b plans on b points, solved side by side."""
     if coupling not in COUPLINGS:
         raise ValueError(f"unknown coupling {coupling!r}; choose one of {', '.join(COUPLINGS)}")
     n = x0.shape[0]
     k = round(frac * n)
     if coupling == "independent" or k < 2:
         return x0, x1, label
-    plan = ot_permutation if coupling == "ot" else partial(sinkhorn_permutation, **kw)
     b = block if block > 0 else k
-    parts = [i + (plan(x0[i:j], x1[i:j]) if j - i > 1 else torch.zeros(1, dtype=torch.long, device=x1.device))
-             for i, j in ((i, min(i + b, k)) for i in range(0, k, b))]
+    spans = [(i, min(i + b, k)) for i in range(0, k, b)]
+    plan = ot_permutation if coupling == "ot" else partial(sinkhorn_permutation, **kw)
+
+    def offset_plan(span: tuple[int, int]) -> Tensor:
+        i, j = span
+        return i + (plan(x0[i:j], x1[i:j]) if j - i > 1 else torch.zeros(1, dtype=torch.long, device=x1.device))
+
+    # Exact plans are deterministic and POT's network simplex releases the GIL: the blocks share torch's
+    # intra-op threads. Sinkhorn draws from one generator, so its blocks stay in order.
+    workers = min(len(spans), torch.get_num_threads()) if coupling == "ot" else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(offset_plan, spans))
+    else:
+        parts = [offset_plan(s) for s in spans]
     perm = torch.cat([*parts, torch.arange(k, n, device=x1.device)])
     return x0, x1[perm], None if label is None else label[perm]
