@@ -135,7 +135,7 @@ def render(result: dict, args, steps: list[int]) -> str:
     lines.append("| paper's LSD (150k steps, batch 100k) | | | | " + " | ".join(f"{v:.3f}" for v in PAPER_LSD) + " |")
     best = min(((r["kl"], m) for m, res in result["methods"].items() for r in res["rows"] if r["steps"] == 1),
                default=None)
-    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/checker_table.py --teacher {args.teacher}"
+    cmd = (f"OMP_NUM_THREADS={result['threads']} python benchmarks/checker_table.py --teacher {args.teacher}"
            + (f" --steps {args.steps}" if args.steps else "") + (f" --batch {args.batch}" if args.batch else "")
            + f" --n {args.n} --runs {args.runs} --out {args.out}"
            + (f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "")
