@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import re
+import shlex
 import time
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ from flowmaps.app.evaluate import evaluate
 from flowmaps.core.metrics import kl_histogram
 from flowmaps.io.files import write_report, write_text
 from flowmaps.run.build import load_run
-from flowmaps.run.config import load_config
+from flowmaps.run.config import load_config, overrides
 from flowmaps.run.trainer import train
 
 METHODS = ["lmd", "emd", "fmm", "pfmm", "lsd", "esd", "psdm", "psdu", "meanflow"]
@@ -99,6 +100,7 @@ def main() -> None:
     result = {"args": vars(args), "threads": torch.get_num_threads(), "teacher": [], "methods": {}}
     src = teacher.source
     result["teacher_net"] = net(teacher.cfg)
+    result["teacher_set"] = overrides(teacher.cfg, load_config(Path(args.configs) / "checker_fm.yaml"))
     result["floor"] = kl_histogram(src.reference(args.n, seed=1235), src.reference(args.n, seed=7), 50, src.bounds)
     result["teacher"] = cached(Path(args.runs) / f"teacher_eval_n{args.n}.json",
                                partial(evaluate, teacher.model, teacher.source, steps, args.n, seed=1234))
@@ -139,15 +141,18 @@ def render(result: dict, args, steps: list[int]) -> str:
            + (f" --steps {args.steps}" if args.steps else "") + (f" --batch {args.batch}" if args.batch else "")
            + f" --n {args.n} --runs {args.runs} --out {args.out}"
            + (f" --methods {args.methods}" if args.methods != ",".join(METHODS) else "")
-           + (f" --set {' '.join(args.set)}" if args.set else ""))
+           + (f" --set {' '.join(shlex.quote(o) for o in args.set)}" if args.set else ""))
     text = ["# Checkerboard: KL(target ‖ model) of flow maps and their teacher", "",
-            f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml --out {args.teacher}`).", "",
+            f"Command: `{cmd}` (teacher: `flowmaps train configs/checker_fm.yaml "
+            + "".join(f"{shlex.quote(o)} " for o in result.get("teacher_set", [])) + f"--out {args.teacher}`).", "",
             f"KL(target ‖ model) on the 50×50 grid over [−1, 1]², {args.n} samples, same noise for every row. "
             "Flow maps: configs/checker_<method>.yaml"
-            + (f" at {args.steps or 'its'} steps of batch {args.batch or 'its'}" if args.steps or args.batch
+            + (f" at {args.steps or 'its'} steps of {f'batch {args.batch}' if args.batch else 'its batch'}"
+               if args.steps or args.batch
                else ", each recipe as shipped")
             + f", trained on {result['threads']} CPU thread(s) (train time measured on a shared, loaded machine). "
-            "Teacher: flow matching (configs/checker_fm.yaml).", "",
+            "Teacher: flow matching (configs/checker_fm.yaml"
+            + (", overridden as in its command" if result.get("teacher_set") else "") + ").", "",
             *lines, ""]
     if "floor" in result:
         text.append(f"Sampling noise alone: two independent {args.n}-sample target sets differ by KL "

@@ -35,6 +35,7 @@ def test_checker_table_at_each_recipe_or_one_budget(tmp_path):
          "--out", str(tmp_path / "a"))
     res = json.loads((tmp_path / "a.json").read_text())["methods"]
     assert {m: (r["steps"], r["batch"]) for m, r in res.items()} == {"pfmm": (4, 32), "meanflow": (4, 32)}
+    assert f"checker_fm.yaml train.steps=2 --out {tmp_path / 'fm'}`" in (tmp_path / "a.md").read_text()
     pfmm = str(tmp_path / "a" / "pfmm")  # 4 rounds of one step: its last round's frozen copy against the model
     _run("benchmarks/pfmm_target.py", "--runs", pfmm, "--n", "300", "--out", str(tmp_path / "target"))
     target = json.loads((tmp_path / "target.json").read_text())[pfmm]

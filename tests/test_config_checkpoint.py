@@ -7,7 +7,7 @@ import torch
 
 from flowmaps.errors import CheckpointError, ConfigError
 from flowmaps.io.checkpoint import load_state, save_state
-from flowmaps.run.config import dump_config, load_config, parse_config
+from flowmaps.run.config import dump_config, load_config, overrides, parse_config, training_diff
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -71,3 +71,14 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError, match="not a flowmaps checkpoint"):
         load_state(tmp_path / "plain.safetensors")
+
+
+def test_overrides_turn_the_recipe_into_the_run():
+    recipe = load_config("configs/checker_lmd.yaml")
+    run = load_config("configs/checker_lmd.yaml", ["objective.grid_steps=[1,2,4,8]", "objective.coupling=ot",
+                                                  "train.steps=7", "train.log_every=3", "teacher.path=runs/t"])
+    over = overrides(run, recipe)
+    assert sorted(over) == ["objective.coupling=ot", "objective.grid_steps=[1,2,4,8]", "teacher.path=runs/t",
+                            "train.steps=7"]  # log_every does not change the training
+    assert not training_diff(load_config("configs/checker_lmd.yaml", over), run)
+    assert overrides(recipe, recipe) == []

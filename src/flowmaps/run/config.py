@@ -10,6 +10,7 @@ file is written.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -282,8 +283,8 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(tree, sort_keys=False)
 
 
-def config_diff(a: RunConfig, b: RunConfig, sections: tuple[str, ...] | None = None) -> list[str]:
-    """``key: a-value != b-value`` for every dotted key that differs (only under ``sections`` if given)."""
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """``{dotted key: value}`` for every leaf of the config."""
 
     def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -294,7 +295,12 @@ def config_diff(a: RunConfig, b: RunConfig, sections: tuple[str, ...] | None = N
                 out[f"{prefix}{k}"] = v
         return out
 
-    fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
+    return flat(cfg.model_dump(mode="json"))
+
+
+def config_diff(a: RunConfig, b: RunConfig, sections: tuple[str, ...] | None = None) -> list[str]:
+    """``key: a-value != b-value`` for every dotted key that differs (only under ``sections`` if given)."""
+    fa, fb = flat_config(a), flat_config(b)
     keys = sorted(k for k in fa.keys() | fb.keys() if sections is None or k.split(".")[0] in sections)
     return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]
 
@@ -306,3 +312,16 @@ RESUMABLE = ("eval.", "train.device", "train.threads", "train.log_every", "train
 def training_diff(a: RunConfig, b: RunConfig) -> list[str]:
     """:func:`config_diff` without the :data:`RESUMABLE` keys: the differences that change the training."""
     return [d for d in config_diff(a, b) if not d.split(":")[0].startswith(RESUMABLE)]
+
+
+def overrides(cfg: RunConfig, base: RunConfig) -> list[str]:
+    """The ``key=value`` overrides that turn ``base`` into ``cfg`` where it trains differently (each variant's
+    discriminating key first), as ``load_config`` and the command line take them."""
+    keys = [d.split(":")[0] for d in training_diff(cfg, base)]
+    first = {f"{section}.{key}" for section, key in DISCRIMINATORS.items()}
+    values = flat_config(cfg)
+
+    def text(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+    return [f"{k}={text(values.get(k))}" for k in sorted(keys, key=lambda k: k not in first)]
