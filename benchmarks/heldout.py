@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -113,8 +114,9 @@ def render(result: dict, args) -> str:
              + (f" --pairs {args.pairs}" if args.pairs != PAIRS else "")
              + (f" --root {args.root}" if args.root != ROOT else "")
              + (f" --out {args.out}" if args.out != OUT else "")
-             + (f" --set {' '.join(args.set)}" if args.set else "")
-             + (f" --teacher-set {' '.join(args.teacher_set)}" if args.teacher_set else "") + "`", "",
+             + (f" --set {' '.join(map(shlex.quote, args.set))}" if args.set else "")
+             + (f" --teacher-set {' '.join(map(shlex.quote, args.teacher_set))}" if args.teacher_set else "")
+             + "`", "",
              f"Each `configs/checker_<recipe>.yaml` with only its data replaced, training steps × {args.scale:g}; "
              f"{args.n} samples per score. Score: KL(target ‖ model) on the 50×50 grid (2-D), energy distance "
              "(GMM in 8 and 32 dimensions). Teachers: adaptive solve (NFE in brackets). Few-step models: N = 1 / "
