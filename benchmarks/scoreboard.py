@@ -1,8 +1,15 @@
 """The held-out family in one table: for every few-step recipe and every set of ``benchmarks/heldout.py``, its
 N = 2 score over its teacher's, from the newest run under ``--runs`` that was trained from the recipe as it is
-shipped now, on a teacher trained from its recipe as shipped now. Nothing is trained: a run of an earlier recipe,
-of another ``--scale`` (1 unless given) or with ``--set`` overrides that the recipe does not have is not
-counted, and a cell without a current run stays empty (not run). Target as heldout.py's: ≤ 1.5× the teacher.
+shipped now. Nothing is trained: a run of an earlier recipe, of another ``--scale`` (1 unless given) or with
+``--set`` overrides that the recipe does not have is not counted, and a cell without a current run stays empty
+(not run). Target as heldout.py's: ≤ 1.5× the teacher.
+
+Teachers are current too. A distillation (or a model of teacher pairs) counts only beside the teacher it learned
+from, trained from its recipe as shipped now. A teacher-free map (no teacher section, no pairs) learned nothing
+from its teacher, which only scores it: beside a current teacher of its own it is scored against that one, else
+against the set's newest current flow-matching teacher, whichever root holds it, so a new teacher recipe
+re-references these cells instead of emptying them; with no current teacher on the set the cell shows its scores
+without a ratio.
 
 Runs are scratch, the board is not: with ``--base`` (an earlier board's JSON) its cells stay, unless a newer current
 run replaces them or the config they were trained from (each cell keeps its run's and its teacher's) is no longer
@@ -24,6 +31,7 @@ from flowmaps.run.config import RunConfig, load_config, parse_config, training_d
 from heldout import SETS, STUDENTS, config, score
 
 LIMIT = 1.5
+STALE = {"teacher": None, "teacher_run": None, "teacher_config": None, "teacher_mtime": 0.0}  # no current teacher
 
 
 def shipped(cfg: RunConfig, recipe: str, name: str, root: Path, scale: float) -> bool:
@@ -43,37 +51,73 @@ def current(run: Path, recipe: str, name: str, n: int, scale: float) -> dict | N
     return {**json.loads(cached.read_text()), "mtime": cached.stat().st_mtime, "config": cfg.model_dump(mode="json")}
 
 
-def kept(base: dict, scale: float) -> dict:
-    """The cells of an earlier board whose run and teacher were trained from their recipes as shipped now."""
+def teacher_free(cfg: RunConfig) -> bool:
+    """Whether a few-step run learned from no teacher: neither distilled (``teacher``) nor fit to its pairs."""
+    return cfg.teacher is None and cfg.data.kind != "pairs"
+
+
+def kept(base: dict, scale: float) -> tuple[dict, dict]:
+    """The cells of an earlier board whose run was trained from its recipe as shipped now and, unless it is
+    teacher-free, whose teacher was too; and the current teachers they name, ``{set: {recipe: reference}}``."""
     board: dict = {name: {} for name in SETS}
+    teachers: dict = {name: {} for name in SETS}
     for name, cells in base.items():
         for recipe, cell in cells.items():
             if name not in SETS or recipe not in STUDENTS or "config" not in cell:
                 continue
             root = Path(cell["run"]).parent
-            if (shipped(parse_config(cell["config"]), recipe, name, root, scale)
-                    and shipped(parse_config(cell["teacher_config"]), STUDENTS[recipe], name, root, scale)):
-                board[name][recipe] = cell
-    return board
+            cfg, teacher = parse_config(cell["config"]), STUDENTS[recipe]
+            if not shipped(cfg, recipe, name, root, scale):
+                continue
+            if cell.get("teacher_config") and shipped(parse_config(cell["teacher_config"]), teacher, name, root,
+                                                       scale):
+                newer(teachers[name], teacher, reference(cell))
+            elif teacher_free(cfg):
+                cell = {**cell, **STALE}  # to be scored against the set's current teacher
+            else:
+                continue
+            board[name][recipe] = cell
+    return board, teachers
+
+
+def reference(cell: dict) -> dict:
+    """The teacher a cell was scored against: its score, run, config and the time of its evaluation."""
+    return {"teacher": cell["teacher"], "teacher_run": cell.get("teacher_run"),
+            "teacher_config": cell["teacher_config"], "teacher_mtime": cell.get("teacher_mtime", cell["mtime"])}
+
+
+def newer(refs: dict, teacher: str, ref: dict) -> None:
+    """Keep ``ref`` as ``refs[teacher]`` if it was evaluated after the one there."""
+    if ref["teacher_mtime"] > refs.get(teacher, {"teacher_mtime": -1.0})["teacher_mtime"]:
+        refs[teacher] = ref
 
 
 def collect(roots: list[Path], n: int, scale: float = 1.0, base: dict | None = None) -> dict:
     """``{set: {recipe: cell}}``, each cell the newest current run's scores, its teacher's and the ratio (and both
-    configs), over the kept cells of ``base``."""
-    board = kept(base or {}, scale)
+    configs), over the kept cells of ``base``; teacher-free cells against the set's newest current teacher."""
+    board, teachers = kept(base or {}, scale)
     for root in roots:
         for name in SETS:
+            refs = {}
+            for teacher in set(STUDENTS.values()):
+                ref = current(root / name / teacher, teacher, name, n, scale)
+                if ref is not None:
+                    refs[teacher] = {"teacher": score(ref["rows"][0]), "teacher_run": str(root / name / teacher),
+                                     "teacher_config": ref["config"], "teacher_mtime": ref["mtime"]}
+                    newer(teachers[name], teacher, refs[teacher])
             for recipe, teacher in STUDENTS.items():
                 run = current(root / name / recipe, recipe, name, n, scale)
-                ref = current(root / name / teacher, teacher, name, n, scale) if run else None
-                if run is None or ref is None:
+                if run is None or (teacher not in refs and not teacher_free(parse_config(run["config"]))):
                     continue
                 cell = {"run": str(root / name / recipe), "scores": [score(r) for r in run["rows"]],
-                        "teacher": score(ref["rows"][0]), "mtime": run["mtime"], "config": run["config"],
-                        "teacher_config": ref["config"]}
-                cell["ratio"] = cell["scores"][1] / cell["teacher"]
+                        "mtime": run["mtime"], "config": run["config"], **refs.get(teacher, STALE)}
                 if recipe not in board[name] or cell["mtime"] > board[name][recipe]["mtime"]:
                     board[name][recipe] = cell
+    for name, cells in board.items():
+        for recipe, cell in cells.items():
+            if cell["teacher"] is None:  # teacher-free, its own teacher gone or outdated: the set's newest current one
+                cell |= teachers[name].get(STUDENTS[recipe], {})
+            cell["ratio"] = None if cell["teacher"] is None else cell["scores"][1] / cell["teacher"]
     return board
 
 
@@ -82,23 +126,26 @@ def render(board: dict, command: str, n: int) -> str:
     lines = ["# The held-out family, every shipped recipe as it is now", "", f"Command: `{command}`", "",
              "Each cell: the N = 2 score over the teacher's (KL on the 50×50 grid in 2-D, energy distance in 8 and 32 "
              f"dimensions; {n:,} samples), from the newest run trained from the recipe as shipped; target ≤ {LIMIT}× "
-             "(misses in bold); empty: no run of the current recipe. Teachers: the flow-matching one for the flow "
-             "maps, EDM for lines matching, 1-RF for 2-RF.", "",
+             "(misses in bold); empty: no run of the current recipe; `–`: a teacher-free run and no current teacher "
+             "on the set. Teachers: the flow-matching one for the flow maps, EDM for lines matching, 1-RF for 2-RF; "
+             "a teacher-free map's own if current, else the set's newest current one.", "",
              "| recipe | " + " | ".join(sets) + " | met |", "|---|" + "---|" * (len(sets) + 1)]
     for recipe in STUDENTS:
         cells = [board[s].get(recipe) for s in sets]
         if not any(cells):
             continue
-        text = ["" if c is None else (f"{c['ratio']:.2f}" if c["ratio"] <= LIMIT else f"**{c['ratio']:.2f}**")
-                for c in cells]
-        ran = [c for c in cells if c]
+        text = ["" if c is None else "–" if c["ratio"] is None else
+                f"{c['ratio']:.2f}" if c["ratio"] <= LIMIT else f"**{c['ratio']:.2f}**" for c in cells]
+        ran = [c for c in cells if c and c["ratio"] is not None]
         met = sum(c["ratio"] <= LIMIT for c in ran)
         lines.append(f"| {recipe} | " + " | ".join(text) + f" | {met} of {len(ran)} |")
     lines += ["", "Runs (N = 1 / 2 / 4; teacher):", ""]
     for s in sets:
         for recipe, c in board[s].items():
             scores = " / ".join(f"{v:.3g}" for v in c["scores"])
-            lines.append(f"- {s}, {recipe}: {scores}; teacher {c['teacher']:.3g} (`{c['run']}`)")
+            teacher = "no current teacher" if c["teacher"] is None else f"teacher {c['teacher']:.3g}" + (
+                f" (`{c['teacher_run']}`)" if c.get("teacher_run") else "")
+            lines.append(f"- {s}, {recipe}: {scores}; {teacher} (`{c['run']}`)")
     return "\n".join(lines) + "\n"
 
 

@@ -85,6 +85,22 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
         _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "none"), "--base", str(tmp_path / "board.json"),
              "--n", "300", "--scale", scale, "--out", str(tmp_path / "board2"))
         assert set(json.loads((tmp_path / "board2.json").read_text())["gmm8d"]) == kept
+    stale = json.loads((tmp_path / "board.json").read_text())  # as if the teacher's recipe had changed since
+    for cell in stale["gmm8d"].values():
+        cell["teacher_config"]["train"]["steps"] += 1
+        cell["teacher"] = 1.0
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    free = {"fmm", "lsd", "esd", "psdm", "psdu", "meanflow"}  # no teacher section, no teacher pairs
+    for runs_root, teacher in (("none", None), ("heldout", runs["fm"]["rows"][0]["energy"])):
+        _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / runs_root), "--base", str(tmp_path / "stale.json"),
+             "--n", "300", "--scale", "0.0005", "--out", str(tmp_path / "board3"))
+        board3 = json.loads((tmp_path / "board3.json").read_text())["gmm8d"]
+        assert set(board3) == (free if teacher is None else set(board))  # distillations leave with their teacher
+        for recipe in free:  # teacher-free cells stay, scored against the current teacher when there is one
+            assert board3[recipe]["teacher"] == teacher
+            ratio = runs[recipe]["rows"][1]["energy"] / teacher if teacher else None
+            assert board3[recipe]["ratio"] == (pytest.approx(ratio) if teacher else None)
+        assert ("| – |" in (tmp_path / "board3.md").read_text()) == (teacher is None)
     _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
          "--splits", "0.5", "--steps", "1,2", "--out", str(tmp_path / "segments"))
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
