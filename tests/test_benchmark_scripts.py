@@ -140,3 +140,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
          "256", "--n", "200", "--root", str(tmp_path / "ablation"), "--out", str(tmp_path / "ablation"))
     rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     assert [r["row"] for r in rows[1::3]] == ["L2", "perceptual", "+ adversarial", "+ SOT"]
+
+
+def test_ot_solvers_at_smoke_size(tmp_path):
+    _run("benchmarks/ot_solvers.py", "--sizes", "8,16", "--sets", "rings,gmm8d", "--repeats", "1", "--out",
+         str(tmp_path / "ot"))
+    rows = json.loads((tmp_path / "ot.json").read_text())
+    assert [(r["data"], r["n"]) for r in rows] == [("rings", 8), ("rings", 16), ("gmm8d", 8), ("gmm8d", 16)]
+    assert all(r["simplex ms"] > 0 and r["Hungarian ms"] > 0 for r in rows)
