@@ -11,6 +11,10 @@ against the set's newest current flow-matching teacher, whichever root holds it,
 re-references these cells instead of emptying them; with no current teacher on the set the cell shows its scores
 without a ratio.
 
+``--teacher-set`` scores the board as if the flow-matching teacher's recipe (``configs/checker_fm.yaml``) had these
+overrides, as heldout.py's option of that name trains it: the board of a candidate teacher recipe, built from its
+runs (and kept in a ``--base`` of its own) before the recipe is shipped.
+
 Runs are scratch, the board is not: with ``--base`` (an earlier board's JSON) its cells stay, unless a newer current
 run replaces them or the config they were trained from (each cell keeps its run's and its teacher's) is no longer
 the recipe's as shipped, so a board can be brought up to date from the runs of one session.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import shlex
 from pathlib import Path
 
 from flowmaps.io.files import write_report
@@ -34,19 +39,20 @@ LIMIT = 1.5
 STALE = {"teacher": None, "teacher_run": None, "teacher_config": None, "teacher_mtime": 0.0}  # no current teacher
 
 
-def shipped(cfg: RunConfig, recipe: str, name: str, root: Path, scale: float) -> bool:
-    """Whether ``cfg`` trains as ``recipe``'s config as shipped now on set ``name`` under ``root``."""
-    return not training_diff(cfg, config(recipe, SETS[name], root, scale))
+def shipped(cfg: RunConfig, recipe: str, name: str, root: Path, scale: float, teacher_set: list[str] = ()) -> bool:
+    """Whether ``cfg`` trains as ``recipe``'s config as shipped now on set ``name`` under ``root`` (the
+    flow-matching teacher's with the overrides ``teacher_set``)."""
+    return not training_diff(cfg, config(recipe, SETS[name], root, scale, (), teacher_set if recipe == "fm" else ()))
 
 
-def current(run: Path, recipe: str, name: str, n: int, scale: float) -> dict | None:
+def current(run: Path, recipe: str, name: str, n: int, scale: float, teacher_set: list[str] = ()) -> dict | None:
     """The cached evaluation of ``run`` and its config if it holds one and was trained from ``recipe``'s config as
     shipped now."""
     cached = run / f"heldout_eval_n{n}.json"
     if not (cached.is_file() and (run / "config.yaml").is_file()):
         return None
     cfg = load_config(run / "config.yaml")
-    if not shipped(cfg, recipe, name, run.parent, scale):
+    if not shipped(cfg, recipe, name, run.parent, scale, teacher_set):
         return None
     return {**json.loads(cached.read_text()), "mtime": cached.stat().st_mtime, "config": cfg.model_dump(mode="json")}
 
@@ -56,7 +62,7 @@ def teacher_free(cfg: RunConfig) -> bool:
     return cfg.teacher is None and cfg.data.kind != "pairs"
 
 
-def kept(base: dict, scale: float) -> tuple[dict, dict]:
+def kept(base: dict, scale: float, teacher_set: list[str] = ()) -> tuple[dict, dict]:
     """The cells of an earlier board whose run was trained from its recipe as shipped now and, unless it is
     teacher-free, whose teacher was too; and the current teachers they name, ``{set: {recipe: reference}}``."""
     board: dict = {name: {} for name in SETS}
@@ -70,7 +76,7 @@ def kept(base: dict, scale: float) -> tuple[dict, dict]:
             if not shipped(cfg, recipe, name, root, scale):
                 continue
             if cell.get("teacher_config") and shipped(parse_config(cell["teacher_config"]), teacher, name, root,
-                                                       scale):
+                                                       scale, teacher_set):
                 newer(teachers[name], teacher, reference(cell))
             elif teacher_free(cfg):
                 cell = {**cell, **STALE}  # to be scored against the set's current teacher
@@ -92,15 +98,16 @@ def newer(refs: dict, teacher: str, ref: dict) -> None:
         refs[teacher] = ref
 
 
-def collect(roots: list[Path], n: int, scale: float = 1.0, base: dict | None = None) -> dict:
+def collect(roots: list[Path], n: int, scale: float = 1.0, base: dict | None = None,
+            teacher_set: list[str] = ()) -> dict:
     """``{set: {recipe: cell}}``, each cell the newest current run's scores, its teacher's and the ratio (and both
     configs), over the kept cells of ``base``; teacher-free cells against the set's newest current teacher."""
-    board, teachers = kept(base or {}, scale)
+    board, teachers = kept(base or {}, scale, teacher_set)
     for root in roots:
         for name in SETS:
             refs = {}
             for teacher in set(STUDENTS.values()):
-                ref = current(root / name / teacher, teacher, name, n, scale)
+                ref = current(root / name / teacher, teacher, name, n, scale, teacher_set)
                 if ref is not None:
                     refs[teacher] = {"teacher": score(ref["rows"][0]), "teacher_run": str(root / name / teacher),
                                      "teacher_config": ref["config"], "teacher_mtime": ref["mtime"]}
@@ -121,9 +128,11 @@ def collect(roots: list[Path], n: int, scale: float = 1.0, base: dict | None = N
     return board
 
 
-def render(board: dict, command: str, n: int) -> str:
+def render(board: dict, command: str, n: int, teacher_set: list[str] = ()) -> str:
     sets = [s for s in SETS if board[s]]
-    lines = ["# The held-out family, every shipped recipe as it is now", "", f"Command: `{command}`", "",
+    title = "every shipped recipe as it is now" + (
+        f", the flow-matching teacher's with `{' '.join(teacher_set)}`" if teacher_set else "")
+    lines = [f"# The held-out family, {title}", "", f"Command: `{command}`", "",
              "Each cell: the N = 2 score over the teacher's (KL on the 50×50 grid in 2-D, energy distance in 8 and 32 "
              f"dimensions; {n:,} samples), from the newest run trained from the recipe as shipped; target ≤ {LIMIT}× "
              "(misses in bold); empty: no run of the current recipe; `–`: a teacher-free run and no current teacher "
@@ -155,6 +164,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=64_000, help="samples per score, as given to heldout.py")
     p.add_argument("--scale", type=float, default=1.0, help="count runs of heldout.py at this --scale only")
     p.add_argument("--base", help="an earlier board's JSON whose cells stay while current (see above)")
+    p.add_argument("--teacher-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="the flow-matching teacher's recipe with these overrides (a candidate's board)")
     p.add_argument("--out", default="docs/benchmarks/heldout_scoreboard")
     args = p.parse_args()
     roots = sorted({Path(r) for pattern in args.runs for r in glob.glob(pattern) if Path(r).is_dir()})
@@ -164,13 +175,16 @@ def main() -> None:
             base = json.loads(Path(args.base).read_text())
         except (OSError, ValueError) as err:
             raise SystemExit(f"--base {args.base}: not a board's JSON ({err})") from None
-    board = collect(roots, args.n, args.scale, base)
+    board = collect(roots, args.n, args.scale, base, args.teacher_set)
     command = ("python benchmarks/scoreboard.py --runs " + " ".join(f"'{r}'" for r in args.runs)
                + (f" --base {args.base}" if args.base else "")
                + (f" --n {args.n}" if args.n != 64_000 else "")
-               + (f" --scale {args.scale:g}" if args.scale != 1 else "") + f" --out {args.out}")
-    write_report(args.out, board, render(board, command, args.n))  # atomic: --base may be --out
-    print(render(board, command, args.n))
+               + (f" --scale {args.scale:g}" if args.scale != 1 else "")
+               + (f" --teacher-set {' '.join(map(shlex.quote, args.teacher_set))}" if args.teacher_set else "")
+               + f" --out {args.out}")
+    text = render(board, command, args.n, args.teacher_set)
+    write_report(args.out, board, text)  # atomic: --base may be --out
+    print(text)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,18 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
             ratio = runs[recipe]["rows"][1]["energy"] / teacher if teacher else None
             assert board3[recipe]["ratio"] == (pytest.approx(ratio) if teacher else None)
         assert ("| – |" in (tmp_path / "board3.md").read_text()) == (teacher is None)
+    cand = ["--teacher-set", "train.lr=0.001"]  # a candidate teacher recipe: its runs count, the shipped ones' not
+    _run("benchmarks/heldout.py", "--sets", "gmm8d", "--recipes", "fm,lmd", "--scale", "0.0005", "--n", "300",
+         "--root", str(tmp_path / "cand"), "--out", str(tmp_path / "cand"), *cand)
+    _run("benchmarks/scoreboard.py", "--runs", str(tmp_path / "heldout"), str(tmp_path / "cand"), "--n", "300",
+         "--scale", "0.0005", "--out", str(tmp_path / "board4"), *cand)
+    board4, ours = (json.loads((tmp_path / f"{f}.json").read_text()) for f in ("board4", "cand"))
+    board4, ours = board4["gmm8d"], ours["runs"]["gmm8d"]
+    assert board4["lmd"]["run"] == str(tmp_path / "cand" / "gmm8d" / "lmd")
+    assert board4["lmd"]["ratio"] == pytest.approx(ours["lmd"]["rows"][1]["energy"] / ours["fm"]["rows"][0]["energy"])
+    assert not {"emd", "pfmm"} & set(board4) and {"lmm", "rf2"} <= set(board4)  # only the flow maps' teacher changed
+    assert board4["lsd"]["teacher"] == pytest.approx(ours["fm"]["rows"][0]["energy"])  # re-referenced to it
+    assert "train.lr=0.001" in (tmp_path / "board4.md").read_text().splitlines()[0]
     _run("benchmarks/map_segments.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "300",
          "--splits", "0.5", "--steps", "1,2", "--out", str(tmp_path / "segments"))
     rows = json.loads((tmp_path / "segments.json").read_text())["rows"]
