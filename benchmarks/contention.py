@@ -3,7 +3,8 @@ CPU cores, for several CPU thread policies, measured side by side.
 
     OMP_NUM_THREADS= python benchmarks/contention.py            # writes docs/benchmarks/contention.{md,json}
 
-The fixed training is the checkerboard teacher's recipe (``configs/checker_fm.yaml``: MLP 4×256, batch 1,024),
+The fixed training is the checkerboard teacher's recipe (``configs/checker_fm.yaml``: MLP 4×256, batch 1,024) with
+the independent coupling (the network's step alone, as before the recipe's block OT),
 ``--steps`` steps, timed by the loop itself (``elapsed_s`` of ``metrics.csv``, startup excluded). The busy process
 is another training of the same recipe with torch's default threads (2 on a 2-core machine) and the default
 OpenMP wait policy, started first and kept running. Policies, each a fresh process:
@@ -59,7 +60,8 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 def _train(out: Path, steps: int, env: dict[str, str], overrides: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flowmaps", "train", str(CONFIG), "--out", str(out), "--quiet",
                              f"train.steps={steps}", f"train.log_every={steps}", f"train.ckpt_every={steps}",
-                             *overrides], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "objective.coupling=independent", *overrides],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _steps_per_s(out: Path, steps: int) -> float:
