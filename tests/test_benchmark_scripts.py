@@ -130,6 +130,11 @@ def test_peers_heldout_and_ablation_at_smoke_size(tmp_path):
     back = json.loads((tmp_path / "segments_fmm.json").read_text())["jumps"][1]  # FMM, on the square: backward too
     assert 0 < back["X_{u,0}(Φ_{0,u}(z)) to z, median"] <= back["X_{u,0}(Φ_{0,u}(z)) to z, 90 %"]
     assert back["its energy to noise"] >= 0 and back["z's (floor)"] >= 0
+    _run("benchmarks/teacher_marginals.py", "--runs", str(tmp_path / "heldout" / "gmm8d" / "fm"), "--n", "300",
+         "--times", "0.5", "--out", str(tmp_path / "marginals"))
+    (mid,) = json.loads((tmp_path / "marginals.json").read_text())["rows"]
+    assert mid["coupling"] == "ot, block 256 of 1024" and min(mid["floor"], mid["independent"]) >= 0
+    assert mid["rms the teacher's"] > 1.1 * mid["rms independent"]  # OT pairs point the same way: I_u stays wide
     _run("benchmarks/residual_tails.py", "--run", str(tmp_path / "heldout" / "gmm8d" / "lmd"), "--n", "2000",
          "--out", str(tmp_path / "tails"))
     tails = json.loads((tmp_path / "tails.json").read_text())[0]
