@@ -75,10 +75,10 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tmp_path):
 
 def test_overrides_turn_the_recipe_into_the_run():
     recipe = load_config("configs/checker_lmd.yaml")
-    run = load_config("configs/checker_lmd.yaml", ["objective.grid_steps=[1,2,4,8]", "objective.coupling=ot",
+    run = load_config("configs/checker_lmd.yaml", ["objective.grid_steps=[1,2,4,8]", "objective.coupling=independent",
                                                   "train.steps=7", "train.log_every=3", "teacher.path=runs/t"])
     over = overrides(run, recipe)
-    assert sorted(over) == ["objective.coupling=ot", "objective.grid_steps=[1,2,4,8]", "teacher.path=runs/t",
+    assert sorted(over) == ["objective.coupling=independent", "objective.grid_steps=[1,2,4,8]", "teacher.path=runs/t",
                             "train.steps=7"]  # log_every does not change the training
     assert not training_diff(load_config("configs/checker_lmd.yaml", over), run)
     assert overrides(recipe, recipe) == []
